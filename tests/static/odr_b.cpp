@@ -1,0 +1,2 @@
+#include <rcnn/rcnn.hpp>
+int odr_b() { return 0; }

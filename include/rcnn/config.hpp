@@ -36,7 +36,7 @@ struct InputConfig {
   std::array<float, 3> pixel_mean{0.f, 0.f, 0.f};
   std::array<float, 3> pixel_std{1.f, 1.f, 1.f};
   ResizeConfig resize;
-  int size_divisibility = 32;
+  int size_divisibility = 32;  ///< pad H, W up to multiples of this; 0 (or 1): no padding
 };
 
 struct ModuleConfig {
@@ -130,12 +130,22 @@ struct PostprocessConfig {
   bool drop_empty = true;
 };
 
+/// model.json's optional `source` object: where the bundle came from (informational only;
+/// empty strings when absent).
+struct SourceInfo {
+  std::string framework;
+  std::string framework_version;
+  std::string config;
+  std::string note;
+};
+
 /// Everything model.json says, validated.
 struct ModelConfig {
   int version = 1;
   Architecture architecture = Architecture::faster_rcnn;
   Conventions conventions = Conventions::detectron2;
   std::string framework;  ///< source.framework (informational)
+  SourceInfo source;      ///< the whole `source` object (informational)
   InputConfig input;
   ModulesConfig modules;
   BackboneConfig backbone;

@@ -1,0 +1,29 @@
+#pragma once
+/// \file outputs.hpp
+/// What an executor hands back: non-owning views of the networks' outputs. Framework-free.
+
+#include <vector>
+
+#include "../types.hpp"
+
+namespace rcnn {
+
+/// Outputs of `backbone_rpn` for a batch, in the bundle's level order. Views stay valid
+/// until the executor's next `run_backbone_rpn` call.
+///  - objectness[l]: [N, A, Hl, Wl]      (rpn level l)
+///  - deltas[l]:     [N, 4A, Hl, Wl]     (rpn level l)
+///  - features[l]:   [N, C, Hl, Wl]      (roi level l)
+struct BackboneOutputs {
+  std::vector<TensorView> objectness;
+  std::vector<TensorView> deltas;
+  std::vector<TensorView> features;
+};
+
+/// Outputs of a RoI head: 2-D tensors stored as shape {R, width, 1, 1}. Views stay valid
+/// until the executor's next call of the same head.
+struct BoxHeadOutputs {
+  TensorView class_logits;
+  TensorView box_deltas;
+};
+
+}  // namespace rcnn

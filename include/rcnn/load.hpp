@@ -1,0 +1,79 @@
+#pragma once
+/// \file load.hpp
+/// One-call loading: `auto det = rcnn::load<rcnn::TorchScriptExec>("bundle"); det(image);`
+/// picks the stage bundle matching the bundle's conventions at run time.
+
+#include <filesystem>
+#include <span>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "detector.hpp"
+#include "io/bundle.hpp"
+#include "stages.hpp"
+
+namespace rcnn {
+
+/// A detector over either convention, chosen from model.json when loaded. Forwards every
+/// call to the Detector it holds (one std::visit per call).
+template <class Exec, class RoIAlign = RoIAlignRef>
+class AnyDetector {
+ public:
+  using TorchvisionDetector = Detector<Exec, RoIAlign, TorchvisionStages>;
+  using Detectron2Detector = Detector<Exec, RoIAlign, Detectron2Stages>;
+
+  explicit AnyDetector(TorchvisionDetector d) : impl_(std::move(d)) {}
+  explicit AnyDetector(Detectron2Detector d) : impl_(std::move(d)) {}
+
+  DetectionResult operator()(const ImageView& image, Trace* trace = nullptr) {
+    return std::visit([&](auto& d) { return d(image, trace); }, impl_);
+  }
+  std::vector<DetectionResult> operator()(std::span<const ImageView> images) {
+    return std::visit([&](auto& d) { return d(images); }, impl_);
+  }
+  void run(std::span<const ImageView> images, std::vector<DetectionResult>& out,
+           Trace* trace = nullptr) {
+    std::visit([&](auto& d) { d.run(images, out, trace); }, impl_);
+  }
+  const ModelConfig& config() const {
+    return std::visit([](const auto& d) -> const ModelConfig& { return d.config(); }, impl_);
+  }
+  Exec& executor() {
+    return std::visit([](auto& d) -> Exec& { return d.executor(); }, impl_);
+  }
+  RoIAlign& roi_align() {
+    return std::visit([](auto& d) -> RoIAlign& { return d.roi_align(); }, impl_);
+  }
+
+ private:
+  std::variant<TorchvisionDetector, Detectron2Detector> impl_;
+};
+
+/// Reads and validates a bundle, loads its modules with `Exec`, and builds the detector
+/// whose stages match the bundle's conventions.
+template <class Exec, class RoIAlign = RoIAlignRef>
+AnyDetector<Exec, RoIAlign> load(const std::filesystem::path& bundle_dir,
+                                 typename Exec::Options options = {}, RoIAlign roi_align = {}) {
+  ModelConfig cfg = read_bundle(bundle_dir);
+  Exec exec(cfg, options);
+  using A = AnyDetector<Exec, RoIAlign>;
+  if (cfg.conventions == Conventions::torchvision)
+    return A(typename A::TorchvisionDetector(std::move(cfg), std::move(exec), std::move(roi_align)));
+  return A(typename A::Detectron2Detector(std::move(cfg), std::move(exec), std::move(roi_align)));
+}
+
+/// Reads a bundle and builds a Detector with explicitly chosen stages; fails with a clear
+/// error when the bundle's conventions differ from `Stages::conventions`.
+template <class Exec, class RoIAlign = RoIAlignRef, class Stages = Detectron2Stages>
+Detector<Exec, RoIAlign, Stages> load_as(const std::filesystem::path& bundle_dir,
+                                         typename Exec::Options options = {},
+                                         RoIAlign roi_align = {}) {
+  ModelConfig cfg = read_bundle(bundle_dir);
+  if (cfg.conventions != Stages::conventions)  // before loading the (large) modules
+    Detector<Exec, RoIAlign, Stages>::check_conventions(cfg);
+  Exec exec(cfg, options);
+  return Detector<Exec, RoIAlign, Stages>(std::move(cfg), std::move(exec), std::move(roi_align));
+}
+
+}  // namespace rcnn

@@ -1,0 +1,41 @@
+#pragma once
+/// \file rescale_postprocess.hpp
+/// Map detections from the resized frame back to the original image.
+
+#include <vector>
+
+#include "../box/box_coder.hpp"
+#include "../config.hpp"
+#include "../types.hpp"
+
+namespace rcnn {
+
+/// Reference postprocessing. Scales x and y separately by original / resized, in float32
+/// the way each framework rounds the factor (Detectron2: float32(double(W) / w);
+/// torchvision: float32(W) / float32(w)); then, as the bundle's `postprocess` says, clips
+/// to the original image and drops boxes with zero width or height (Detectron2), keeping
+/// the order. Cost O(D), in place.
+struct RescalePostprocess {
+  void operator()(Size resized, Size original, Conventions conv, const PostprocessConfig& cfg,
+                  std::vector<Detection>& dets) const {
+    float sx, sy;
+    if (conv == Conventions::detectron2) {
+      sx = float(double(original.width) / double(resized.width));
+      sy = float(double(original.height) / double(resized.height));
+    } else {
+      sx = float(original.width) / float(resized.width);
+      sy = float(original.height) / float(resized.height);
+    }
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < dets.size(); ++i) {
+      Detection d = dets[i];
+      d.box = Box{d.box.x1 * sx, d.box.y1 * sy, d.box.x2 * sx, d.box.y2 * sy};
+      if (cfg.clip) d.box = clip_box(d.box, original);
+      if (cfg.drop_empty && !big_enough(d.box, 0.f, false)) continue;
+      dets[kept++] = d;
+    }
+    dets.resize(kept);
+  }
+};
+
+}  // namespace rcnn

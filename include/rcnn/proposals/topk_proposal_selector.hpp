@@ -1,0 +1,99 @@
+#pragma once
+/// \file topk_proposal_selector.hpp
+/// RPN proposal selection: per-level top-k, decode, clip, size / score filters, NMS per
+/// level, post-NMS top-k (Detectron2 `find_top_rpn_proposals`, torchvision
+/// `RegionProposalNetwork.filter_proposals`).
+
+#include <cmath>
+#include <span>
+#include <vector>
+
+#include "../box/box_coder.hpp"
+#include "../config.hpp"
+#include "../detail/topk.hpp"
+#include "../nms/batched_nms.hpp"
+#include "../types.hpp"
+
+namespace rcnn {
+
+/// One RPN level of one image: objectness logits [A, H, W], deltas [4A, H, W] (channel
+/// 4a + (dx, dy, dw, dh)) and the level's anchors in (y * W + x) * A + a order.
+struct RpnLevelInput {
+  FeatureMap objectness;
+  FeatureMap deltas;
+  std::span<const Box> anchors;
+};
+
+/// Reusable scratch of the proposal selector (sized on the first image, then reused).
+struct ProposalWorkspace {
+  std::vector<float> level_scores;
+  std::vector<int> order;
+  ScoredBoxes candidates;
+  std::vector<int> candidate_levels;
+  std::vector<int> keep;
+  BatchedNmsWorkspace nms;
+};
+
+/// Reference proposal selector. Settings come from the bundle's `rpn` object:
+/// `pre_nms_topk` per level on the logits; scores are the logits (`nms_scores` logits,
+/// Detectron2) or their sigmoid (torchvision); boxes are clipped to the resized image,
+/// filtered by `min_box_size` (inclusive or not) and `score_threshold` (sigmoid >=), then
+/// suppressed per level at `nms_threshold` and cut at `post_nms_topk`.
+/// Non-finite boxes or scores are dropped (Detectron2 does this at inference too).
+/// Output: proposals in descending score order, scores as ranked (logit or probability).
+struct TopKProposalSelector {
+  template <class Nms>
+  void operator()(std::span<const RpnLevelInput> levels, Size image, const RpnConfig& cfg,
+                  Nms& nms, ProposalWorkspace& ws, ScoredBoxes& out) const {
+    const BoxCoder coder{cfg.box_weights, cfg.scale_clamp};
+    const bool use_sigmoid = cfg.nms_scores == RpnConfig::NmsScores::sigmoid;
+    ws.candidates.clear();
+    ws.candidate_levels.clear();
+    for (std::size_t l = 0; l < levels.size(); ++l) {
+      const RpnLevelInput& in = levels[l];
+      const int A = in.objectness.channels, H = in.objectness.height, W = in.objectness.width;
+      const std::size_t hw = std::size_t(H) * W;
+      const std::size_t n = hw * std::size_t(A);
+      detail::require(in.anchors.size() == n, "proposals: level " + std::to_string(l) +
+                                                  " has " + std::to_string(in.anchors.size()) +
+                                                  " anchors, expected " + std::to_string(n));
+      // Gather logits into the heads' (y, x, a) order.
+      ws.level_scores.resize(n);
+      for (int a = 0; a < A; ++a) {
+        const float* src = in.objectness.data + std::size_t(a) * hw;
+        for (std::size_t p = 0; p < hw; ++p) ws.level_scores[p * A + a] = src[p];
+      }
+      detail::topk_indices(ws.level_scores, std::size_t(cfg.pre_nms_topk), ws.order);
+      for (int i : ws.order) {
+        const std::size_t p = std::size_t(i) / A;
+        const std::size_t a = std::size_t(i) % A;
+        const float* d = in.deltas.data + (4 * a) * hw + p;
+        Box box = coder.decode(in.anchors[std::size_t(i)], d[0], d[hw], d[2 * hw], d[3 * hw]);
+        const float logit = ws.level_scores[std::size_t(i)];
+        const float score = use_sigmoid ? sigmoid(logit) : logit;
+        if (!is_finite(box) || !std::isfinite(score)) continue;
+        box = clip_box(box, image);
+        if (!big_enough(box, cfg.min_box_size, cfg.min_box_size_inclusive)) continue;
+        if (cfg.score_threshold && !(score >= *cfg.score_threshold)) continue;
+        ws.candidates.boxes.push_back(box);
+        ws.candidates.scores.push_back(score);
+        ws.candidate_levels.push_back(int(l));
+      }
+    }
+    batched_nms(nms, std::span<const Box>(ws.candidates.boxes),
+                std::span<const float>(ws.candidates.scores),
+                std::span<const int>(ws.candidate_levels), cfg.nms_threshold, ws.keep, ws.nms);
+    const std::size_t k = std::min(ws.keep.size(), std::size_t(cfg.post_nms_topk));
+    out.boxes.resize(k);
+    out.scores.resize(k);
+    for (std::size_t i = 0; i < k; ++i) {
+      out.boxes[i] = ws.candidates.boxes[std::size_t(ws.keep[i])];
+      out.scores[i] = ws.candidates.scores[std::size_t(ws.keep[i])];
+    }
+  }
+
+  /// torch.sigmoid in float32: 1 / (1 + exp(-x)).
+  static float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+};
+
+}  // namespace rcnn

@@ -20,9 +20,9 @@ namespace fs = std::filesystem;
 namespace {
 
 template <class Det>
-nlohmann::json to_json(const std::string& image, const rcnn::DetectionResult& r, const Det& det) {
+nlohmann::ordered_json to_json(const std::string& image, const rcnn::DetectionResult& r, const Det& det) {
   const auto& classes = det.config().classes;
-  nlohmann::json dets = nlohmann::json::array();
+  nlohmann::ordered_json dets = nlohmann::ordered_json::array();
   for (const auto& d : r.detections) {
     dets.push_back({{"box", {d.box.x1, d.box.y1, d.box.x2, d.box.y2}},
                     {"score", d.score},
@@ -31,7 +31,7 @@ nlohmann::json to_json(const std::string& image, const rcnn::DetectionResult& r,
                                        ? classes[std::size_t(d.class_id)]
                                        : std::to_string(d.class_id)}});
   }
-  nlohmann::json timing = nlohmann::json::object();
+  nlohmann::ordered_json timing = nlohmann::ordered_json::object();
   r.timing.for_each([&](const char* name, double ms) { timing[name] = ms; });
   timing["total"] = r.timing.total();
   return {{"image", image},
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
     Any det = make();
     if (!draw_dir.empty()) fs::create_directories(draw_dir);
 
-    nlohmann::json all = nlohmann::json::array();
+    nlohmann::ordered_json all = nlohmann::ordered_json::array();
     for (const auto& path : images) {
       cv::Mat img = rcnn::cv_io::read_image(path);
       cv::Mat storage;

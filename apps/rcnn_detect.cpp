@@ -68,7 +68,13 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet,-q", quiet, "no summary on stderr");
   app.add_option("images", images, "image files (JPEG, PNG, ... anything OpenCV decodes)")
       ->required();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "rcnn-detect: error: %s (see --help)\n", e.what());
+    return e.get_exit_code();
+  }
 
   try {
     rcnn::ModelConfig cfg = rcnn::read_bundle(model);

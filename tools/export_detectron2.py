@@ -1,0 +1,404 @@
+#!/usr/bin/python3
+"""Export a Detectron2 (v0.6) Faster R-CNN to an rcnn model bundle (format v1).
+
+A thin adapter over rcnn_export.core: Detectron2 builds the model; ``model_json_from_cfg``
+maps the config to model.json (a pure function over a nested-dict-like config, unit tested
+without Detectron2); ``D2BackboneRPN`` / ``D2BoxHead`` are the two traced wrappers.
+
+Mask R-CNN is not exported yet. To add it: a ``mask_head`` section in
+``model_json_from_cfg`` (ROI_MASK_HEAD: pooler, CLS_AGNOSTIC_MASK; BUNDLE-v1.md "Mask R-CNN"),
+``"architecture": "mask_rcnn"``, a ``modules.mask_head`` entry and a third
+``core.ModuleSpec`` tracing ``roi_heads.mask_head.layers``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rcnn_export import core  # noqa: E402
+
+DETECTRON2_HELP = (
+    "Detectron2 cannot be imported here ({error}). Install Detectron2 v0.6 on the "
+    "export/deployment machine (it builds from source against the installed torch):\n"
+    "    pip install 'git+https://github.com/facebookresearch/detectron2.git@v0.6'\n"
+    "then run this command again."
+)
+
+#: Detectron2's ROIPooler defaults (not in the config) and its level mapper's epsilon.
+CANONICAL_BOX_SIZE = 224
+CANONICAL_LEVEL = 4
+LEVEL_EPS = 1e-8
+
+
+# --------------------------------------------------------------------------------------------
+# cfg -> model.json (pure; no Detectron2 needed)
+# --------------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def cfg_get(cfg: Mapping[str, Any], dotted: str, default: Any = _MISSING) -> Any:
+    """``cfg["A"]["B"]`` for ``"A.B"``; works for yacs CfgNode (a dict) and plain dicts."""
+    node: Any = cfg
+    for key in dotted.split("."):
+        if isinstance(node, Mapping) and key in node:
+            node = node[key]
+        elif not isinstance(node, Mapping) and hasattr(node, key):
+            node = getattr(node, key)
+        else:
+            if default is _MISSING:
+                raise core.ExportError(f"the config has no {dotted}")
+            return default
+    return node
+
+
+def _number(value: Any) -> Any:
+    """Keep integers integral (anchor sizes 32, 64, ...) and everything else float."""
+    if isinstance(value, bool):
+        raise core.ExportError(f"expected a number, got {value!r}")
+    return value if isinstance(value, int) else float(value)
+
+
+def level_stride(name: str) -> int:
+    """Stride implied by Detectron2's level names: p2..p6 and res2..res5 are 2**k."""
+    for prefix in ("res", "p"):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return 2 ** int(name[len(prefix):])
+    raise core.ExportError(f"cannot infer the stride of feature {name!r}; pass the backbone's output_shape")
+
+
+def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
+    """Raise ExportError for configs the bundle format (Faster R-CNN, v1) cannot describe."""
+    checks = [
+        ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"),
+        ("MODEL.PROPOSAL_GENERATOR.NAME", "RPN"),
+        ("MODEL.RPN.HEAD_NAME", "StandardRPNHead"),
+        ("MODEL.ROI_HEADS.NAME", "StandardROIHeads"),
+        ("MODEL.ANCHOR_GENERATOR.NAME", "DefaultAnchorGenerator"),
+    ]
+    for key, want in checks:
+        value = cfg_get(cfg, key, want)
+        if value != want:
+            raise core.ExportError(f"{key} = {value!r} is not supported (only {want})")
+    if cfg_get(cfg, "MODEL.KEYPOINT_ON", False):
+        raise core.ExportError("keypoint heads (MODEL.KEYPOINT_ON) are not supported")
+    if cfg_get(cfg, "MODEL.MASK_ON", False) and not boxes_only:
+        raise core.ExportError(
+            "MODEL.MASK_ON: Mask R-CNN bundles are not exported yet; pass --boxes-only to export the "
+            "detector without its mask head (a faster_rcnn bundle with the same boxes)")
+    pooler = cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_TYPE")
+    if pooler not in ("ROIAlign", "ROIAlignV2"):
+        raise core.ExportError(f"MODEL.ROI_BOX_HEAD.POOLER_TYPE = {pooler!r}: only ROIAlign and ROIAlignV2")
+    fmt = cfg_get(cfg, "INPUT.FORMAT")
+    if fmt not in ("BGR", "RGB"):
+        raise core.ExportError(f"INPUT.FORMAT = {fmt!r}: only BGR and RGB inputs")
+
+
+def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequence[str], note: str = "",
+                        framework_version: str = "0.6",
+                        output_shape: Optional[Mapping[str, Tuple[int, int]]] = None,
+                        size_divisibility: Optional[int] = None,
+                        fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
+                        boxes_only: bool = False) -> Dict[str, Any]:
+    """model.json for a Detectron2 Faster R-CNN config.
+
+    ``output_shape`` maps backbone feature names to (channels, stride), as
+    ``model.backbone.output_shape()`` says; without it both are inferred from the config
+    (p<k>/res<k> names, MODEL.FPN.OUT_CHANNELS). ``size_divisibility`` is
+    ``model.backbone.size_divisibility`` (default: the largest MODEL.FPN.IN_FEATURES stride, as
+    Detectron2's FPN). ``fixed_size`` (H, W) selects the fixed resize and a static backbone
+    shape; ``static_rois`` a static box-head row count."""
+    check_supported(cfg, boxes_only)
+    rpn_levels = [str(f) for f in cfg_get(cfg, "MODEL.RPN.IN_FEATURES")]
+    roi_levels = [str(f) for f in cfg_get(cfg, "MODEL.ROI_HEADS.IN_FEATURES")]
+    if output_shape is None:
+        channels = int(cfg_get(cfg, "MODEL.FPN.OUT_CHANNELS"))
+        output_shape = {name: (channels, level_stride(name)) for name in dict.fromkeys(rpn_levels + roi_levels)}
+    missing = [n for n in rpn_levels + roi_levels if n not in output_shape]
+    if missing:
+        raise core.ExportError(f"the backbone has no output {missing}")
+    all_channels = {int(output_shape[n][0]) for n in rpn_levels + roi_levels}
+    if len(all_channels) != 1:
+        raise core.ExportError(f"RPN/RoI levels have different channel counts {sorted(all_channels)}")
+    if size_divisibility is None:
+        size_divisibility = max(level_stride(str(f)) for f in cfg_get(cfg, "MODEL.FPN.IN_FEATURES"))
+    size_divisibility = int(size_divisibility)
+    if size_divisibility <= 0:
+        raise core.ExportError("the backbone has no size divisibility (not an FPN backbone?)")
+
+    num_classes = int(cfg_get(cfg, "MODEL.ROI_HEADS.NUM_CLASSES"))
+    if len(classes) != num_classes:
+        raise core.ExportError(f"{len(classes)} class names for MODEL.ROI_HEADS.NUM_CLASSES = {num_classes}")
+    strides = {name: int(output_shape[name][1]) for name in dict.fromkeys(rpn_levels + roi_levels)}
+    return {
+        "format": core.BUNDLE_FORMAT,
+        "version": core.BUNDLE_VERSION,
+        "architecture": "faster_rcnn",
+        "conventions": "detectron2",
+        "source": {
+            "framework": "detectron2",
+            "framework_version": framework_version,
+            "config": config,
+            "note": note,
+        },
+        "input": {
+            "channel_order": cfg_get(cfg, "INPUT.FORMAT"),
+            "pixel_scale": 1.0,
+            "pixel_mean": [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_MEAN")],
+            "pixel_std": [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_STD")],
+            "resize": core.resize_json(fixed_size, _single(cfg_get(cfg, "INPUT.MIN_SIZE_TEST"), "INPUT.MIN_SIZE_TEST"),
+                                       int(cfg_get(cfg, "INPUT.MAX_SIZE_TEST"))),
+            "size_divisibility": size_divisibility,
+        },
+        "modules": {
+            "backbone_rpn": {"file": "backbone_rpn.pt",
+                             "static_shape": core.static_shape_for(fixed_size, size_divisibility)},
+            "box_head": {"file": "box_head.pt", "static_rois": static_rois},
+        },
+        "backbone": {
+            "rpn_levels": rpn_levels,
+            "roi_levels": roi_levels,
+            "strides": strides,
+            "channels": all_channels.pop(),
+        },
+        "anchors": {
+            "sizes": [[_number(v) for v in sizes] for sizes in cfg_get(cfg, "MODEL.ANCHOR_GENERATOR.SIZES")],
+            "aspect_ratios": [[float(v) for v in ratios]
+                              for ratios in cfg_get(cfg, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS")],
+            "offset": float(cfg_get(cfg, "MODEL.ANCHOR_GENERATOR.OFFSET", 0.0)),
+            "round_cell_anchors": False,
+            "stride_from": "backbone",
+        },
+        "rpn": {
+            "pre_nms_topk": int(cfg_get(cfg, "MODEL.RPN.PRE_NMS_TOPK_TEST")),
+            "post_nms_topk": int(cfg_get(cfg, "MODEL.RPN.POST_NMS_TOPK_TEST")),
+            "nms_threshold": float(cfg_get(cfg, "MODEL.RPN.NMS_THRESH")),
+            "min_box_size": float(cfg_get(cfg, "MODEL.PROPOSAL_GENERATOR.MIN_SIZE", 0.0)),
+            "min_box_size_inclusive": False,
+            "score_threshold": None,
+            "nms_scores": "logits",
+            "box_weights": [float(v) for v in cfg_get(cfg, "MODEL.RPN.BBOX_REG_WEIGHTS")],
+            "scale_clamp": core.SCALE_CLAMP,
+        },
+        "roi_heads": {
+            "num_classes": num_classes,
+            "background": "last",
+            "class_agnostic_box_regression": bool(cfg_get(cfg, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False)),
+            "pooler_resolution": int(cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION")),
+            "sampling_ratio": int(cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO")),
+            "aligned": cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_TYPE") == "ROIAlignV2",
+            "canonical_box_size": CANONICAL_BOX_SIZE,
+            "canonical_level": CANONICAL_LEVEL,
+            "level_eps": LEVEL_EPS,
+            "level_eps_inside_log": True,
+            "box_weights": [float(v) for v in cfg_get(cfg, "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS")],
+            "scale_clamp": core.SCALE_CLAMP,
+            "score_threshold": float(cfg_get(cfg, "MODEL.ROI_HEADS.SCORE_THRESH_TEST")),
+            "nms_threshold": float(cfg_get(cfg, "MODEL.ROI_HEADS.NMS_THRESH_TEST")),
+            "detections_per_image": int(cfg_get(cfg, "TEST.DETECTIONS_PER_IMAGE")),
+            "min_box_size": None,
+        },
+        "postprocess": {"clip": True, "drop_empty": True},
+        "classes": [str(c) for c in classes],
+    }
+
+
+def _single(value: Any, key: str) -> int:
+    """MIN_SIZE_TEST is one integer at test time (a list is only valid for training)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise core.ExportError(f"{key} = {value}: expected one size for inference")
+        value = value[0]
+    if int(value) <= 0:
+        raise core.ExportError(f"{key} = {value}: inference without resizing is not supported")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Detectron2 model
+# --------------------------------------------------------------------------------------------
+
+def import_detectron2() -> Dict[str, Any]:
+    """The Detectron2 entry points; exits with status 2 and install instructions without it."""
+    try:
+        import detectron2
+        from detectron2 import model_zoo
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.config import get_cfg
+        from detectron2.data import MetadataCatalog
+        from detectron2.modeling import build_model
+    except Exception as error:  # ImportError, or a broken build (missing _C)
+        core.exit_with_error(DETECTRON2_HELP.format(error=f"{type(error).__name__}: {error}"), code=2)
+    return dict(detectron2=detectron2, model_zoo=model_zoo, DetectionCheckpointer=DetectionCheckpointer,
+                get_cfg=get_cfg, MetadataCatalog=MetadataCatalog, build_model=build_model)
+
+
+def build_cfg(d2: Dict[str, Any], config: str, opts: Sequence[str], device: str) -> Any:
+    cfg = d2["get_cfg"]()
+    if os.path.isfile(config):
+        cfg.merge_from_file(config)
+    else:
+        try:
+            path = d2["model_zoo"].get_config_file(config)
+        except RuntimeError as error:
+            raise core.ExportError(f"{config!r} is neither a file nor a model zoo config: {error}") from None
+        cfg.merge_from_file(path)
+    if len(opts) % 2:
+        raise core.ExportError("--opts takes KEY VALUE pairs")
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = device
+    cfg.freeze()
+    return cfg
+
+
+def class_names(d2: Dict[str, Any], cfg: Any, path: Optional[str]) -> List[str]:
+    """--classes FILE, else MetadataCatalog of the first test dataset, else class_<i>."""
+    k = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            names = [line.rstrip("\r\n") for line in f if line.strip()]
+        return names
+    datasets = list(cfg.DATASETS.TEST)
+    if datasets:
+        try:
+            names = list(d2["MetadataCatalog"].get(datasets[0]).thing_classes)
+            if len(names) == k:
+                return names
+            core.log(f"{datasets[0]} has {len(names)} classes, the model {k}: using class_<i> names")
+        except (AttributeError, KeyError):
+            core.log(f"no thing_classes for {datasets[0]}: using class_<i> names (or pass --classes)")
+    return [f"class_{i}" for i in range(k)]
+
+
+def make_wrappers(model: Any):
+    import torch
+    from torch import nn
+
+    class D2BackboneRPN(nn.Module):
+        """model.backbone, then proposal_generator.rpn_head on its RPN inputs:
+        (objectness per level, deltas per level, [the box pooler's feature maps])."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = model.backbone
+            self.rpn_head = model.proposal_generator.rpn_head
+            self.rpn_in_features = list(model.proposal_generator.in_features)
+            self.roi_in_features = list(model.roi_heads.box_in_features)
+
+        def forward(self, images: torch.Tensor):
+            features = self.backbone(images)
+            objectness, deltas = self.rpn_head([features[f] for f in self.rpn_in_features])
+            return objectness, deltas, [features[f] for f in self.roi_in_features]
+
+    class D2BoxHead(nn.Module):
+        """roi_heads.box_head, then box_predictor: (class_logits, box_deltas)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.box_head = model.roi_heads.box_head
+            self.box_predictor = model.roi_heads.box_predictor
+
+        def forward(self, box_features: torch.Tensor):
+            return self.box_predictor(self.box_head(box_features))
+
+    return D2BackboneRPN(), D2BoxHead()
+
+
+def check_model_matches(model: Any, model_json: Dict[str, Any]) -> None:
+    """The built modules agree with what model.json says about them."""
+    pooler = model.roi_heads.box_pooler
+    if list(model.proposal_generator.in_features) != model_json["backbone"]["rpn_levels"]:
+        raise core.ExportError("proposal_generator.in_features differ from MODEL.RPN.IN_FEATURES")
+    if list(model.roi_heads.box_in_features) != model_json["backbone"]["roi_levels"]:
+        raise core.ExportError("roi_heads.box_in_features differ from MODEL.ROI_HEADS.IN_FEATURES")
+    if len(pooler.level_poolers) != len(model_json["backbone"]["roi_levels"]):
+        raise core.ExportError("the box pooler has a different number of levels")
+    if int(getattr(pooler, "canonical_box_size", CANONICAL_BOX_SIZE)) != CANONICAL_BOX_SIZE or \
+            int(getattr(pooler, "canonical_level", CANONICAL_LEVEL)) != CANONICAL_LEVEL:
+        raise core.ExportError("the box pooler's canonical box size / level differ from 224 / 4")
+
+
+DESCRIPTION = """\
+Export a Detectron2 (v0.6) Faster R-CNN to an rcnn model bundle (format v1): model.json,
+backbone_rpn.pt (backbone + RPN head) and box_head.pt (box head + predictor). Everything in
+between (resize, normalisation, anchors, proposals, RoIAlign, box decoding, NMS, rescaling)
+is described in model.json with Detectron2's conventions and done natively by the runtime.
+Needs Detectron2 v0.6 installed (exits with status 2 and instructions otherwise)."""
+
+EPILOG = """\
+config:
+  --config takes a model zoo name (COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml) or a YAML
+  file; --opts KEY VALUE ... are merged after it (cfg.merge_from_list), e.g.
+  --opts INPUT.MIN_SIZE_TEST 320 INPUT.MAX_SIZE_TEST 533 MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.5
+  model.json comes from the config: INPUT.FORMAT, MODEL.PIXEL_MEAN/STD, INPUT.MIN/MAX_SIZE_TEST,
+  MODEL.ANCHOR_GENERATOR, MODEL.RPN (PRE/POST_NMS_TOPK_TEST, NMS_THRESH, BBOX_REG_WEIGHTS),
+  MODEL.ROI_HEADS / ROI_BOX_HEAD (POOLER_*, BBOX_REG_WEIGHTS, SCORE/NMS_THRESH_TEST,
+  CLS_AGNOSTIC_BBOX_REG), TEST.DETECTIONS_PER_IMAGE; strides and channels from the built
+  backbone; class names from MetadataCatalog of DATASETS.TEST[0] (or --classes FILE).
+  Supported: GeneralizedRCNN with an FPN backbone, StandardRPNHead, StandardROIHeads,
+  ROIAlign/ROIAlignV2. Mask R-CNN configs need --boxes-only (masks are not exported yet).
+
+example (the AWS Neuron R-CNN app note's model, for Inf1):
+  %(prog)s --config COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml --weights model_final.pkl \\
+      --fixed-size 800 800 --static-rois 1000 --target neuron --output bundles/r101_inf1
+"""
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="export_detectron2.py", description=DESCRIPTION,
+                                     epilog=EPILOG + "\n" + core.BUNDLE_OPTIONS_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, metavar="NAME_OR_YAML",
+                        help="model zoo config name or YAML file")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE",
+                        help="config overrides, KEY VALUE pairs (cfg.merge_from_list)")
+    parser.add_argument("--weights", required=True, metavar="FILE",
+                        help="checkpoint for DetectionCheckpointer (.pth or .pkl)")
+    parser.add_argument("--classes", metavar="FILE", help="class names, one per line (default: MetadataCatalog)")
+    parser.add_argument("--boxes-only", action="store_true",
+                        help="export a Mask R-CNN config without its mask head")
+    parser.add_argument("--note", default=None, help="free text for model.json source.note")
+    core.add_bundle_arguments(parser)
+    args = parser.parse_args(argv)
+    core.validate_bundle_arguments(args)
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    d2 = import_detectron2()
+    import torch
+
+    try:
+        device = "cuda" if args.target == "cuda" else "cpu"
+        cfg = build_cfg(d2, args.config, args.opts, device)
+        check_supported(cfg, args.boxes_only)
+        core.log(f"building {args.config} on {device}")
+        model = d2["build_model"](cfg)
+        model.eval()
+        core.log(f"loading {args.weights}")
+        d2["DetectionCheckpointer"](model).load(args.weights)
+        shapes = {name: (int(s.channels), int(s.stride)) for name, s in model.backbone.output_shape().items()}
+        note = args.note if args.note is not None else (
+            f"weights: {os.path.basename(args.weights)}" + (f"; opts: {' '.join(args.opts)}" if args.opts else ""))
+        model_json = model_json_from_cfg(
+            cfg, config=args.config, classes=class_names(d2, cfg, args.classes), note=note,
+            framework_version=str(getattr(d2["detectron2"], "__version__", "0.6")), output_shape=shapes,
+            size_divisibility=getattr(model.backbone, "size_divisibility", None), fixed_size=args.fixed_size,
+            static_rois=args.static_rois, boxes_only=args.boxes_only)
+        check_model_matches(model, model_json)
+        backbone_rpn, box_head = make_wrappers(model)
+        specs = core.standard_specs(model_json, backbone_rpn, box_head, device=torch.device(device))
+        core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance)
+    except core.ExportError as error:
+        core.exit_with_error(str(error), code=1)
+    print(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,642 @@
+#!/usr/bin/python3
+"""Export a torchvision Faster R-CNN to an rcnn model bundle (format v1).
+
+Usable as a program (see --help) and as a module: ``build_model``, ``apply_seed_recipe``,
+``load_weights``, ``model_json_for`` and ``export`` are what tests/reference/gen_torchvision.py
+calls.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from rcnn_export import core  # noqa: E402
+
+MODELS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn")
+
+#: How torchvision builds each model when it loads its COCO weights: the norm layers and,
+#: for FrozenBatchNorm2d, the eps it uses (fasterrcnn_resnet50_fpn's COCO_V1 weights call
+#: overwrite_eps(model, 0.0); the MobileNet builder keeps FrozenBatchNorm2d's 1e-5; v2 keeps
+#: trainable BatchNorm2d).
+PRETRAINED_NORM = {
+    "fasterrcnn_resnet50_fpn": ("frozen", 0.0),
+    "fasterrcnn_resnet50_fpn_v2": ("batchnorm", None),
+    "fasterrcnn_mobilenet_v3_large_fpn": ("frozen", 1e-5),
+}
+
+#: torchvision's 91 COCO category names (FasterRCNN_*_Weights.COCO_V1.meta["categories"]), used
+#: when that meta cannot be imported. Index = label; "N/A" are unused ids kept so that
+#: class_id = label - 1.
+COCO_CATEGORIES = [
+    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck",
+    "boat", "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird",
+    "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack",
+    "umbrella", "N/A", "N/A", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
+    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork", "knife", "spoon", "bowl",
+    "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
+    "cake", "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet",
+    "N/A", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven",
+    "toaster", "sink", "refrigerator", "N/A", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+]
+
+#: Seed recipe constants per model (see apply_seed_recipe).
+RECIPES: Dict[str, Dict[str, float]] = {
+    "fasterrcnn_resnet50_fpn": dict(
+        residual_bn=0.2, rpn_objectness_std=0.1, rpn_objectness_bias=0.0, rpn_deltas_std=0.01,
+        rpn_size_bias=1.0, cls_std=1.15, background_bias=7.3, box_std=0.5),
+    # v2's box head has four conv+BN layers before its Linear: its output is ~8x larger.
+    "fasterrcnn_resnet50_fpn_v2": dict(
+        residual_bn=0.2, rpn_objectness_std=0.1, rpn_objectness_bias=0.0, rpn_deltas_std=0.01,
+        rpn_size_bias=1.0, cls_std=0.25, background_bias=7.3, box_std=0.06),
+    "fasterrcnn_mobilenet_v3_large_fpn": dict(
+        residual_bn=0.2, calibrate_norms=0.03, se_gate_scale=0.05, fpn_std=0.7,
+        rpn_objectness_std=0.1, rpn_objectness_bias=-2.0, rpn_deltas_std=0.01, rpn_size_bias=1.0,
+        cls_std=0.7, background_bias=7.3, box_std=0.5),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+def coco_categories() -> List[str]:
+    """torchvision's COCO names (with "__background__" and the "N/A" gaps), offline."""
+    try:
+        from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
+        names = list(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+        if len(names) == 91:
+            return names
+    except Exception:
+        pass
+    return list(COCO_CATEGORIES)
+
+
+def freeze_batchnorm(module: nn.Module, eps: float) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d (as torchvision's pretrained builders do)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=eps)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight)
+                frozen.bias.copy_(child.bias)
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child, eps)
+    return module
+
+
+def build_model(name: str, *, num_classes: int = 91, min_size: Optional[int] = None,
+                max_size: Optional[int] = None, fixed_size: Optional[Sequence[int]] = None,
+                norm: str = "pretrained", frozen_bn_eps: Optional[float] = None) -> nn.Module:
+    """The torchvision model, without downloading anything (weights=None, weights_backbone=None).
+
+    ``num_classes`` includes the background. ``norm``: "pretrained" (the layers torchvision uses
+    with its COCO weights), "frozen" (FrozenBatchNorm2d) or "batchnorm" (BatchNorm2d, eval mode).
+    ``fixed_size`` (H, W) makes model.transform resize to exactly that size."""
+    import torchvision.models.detection as det
+
+    if name not in MODELS:
+        raise core.ExportError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    kwargs: Dict[str, Any] = {}
+    if min_size is not None:
+        kwargs["min_size"] = int(min_size)
+    if max_size is not None:
+        kwargs["max_size"] = int(max_size)
+    builder = getattr(det, name)
+    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+    kind, eps = PRETRAINED_NORM[name]
+    if norm == "frozen" or (norm == "pretrained" and kind == "frozen"):
+        if frozen_bn_eps is not None:
+            eps = frozen_bn_eps
+        freeze_batchnorm(model, 1e-5 if eps is None else float(eps))
+    elif norm not in ("batchnorm", "pretrained"):
+        raise core.ExportError(f"unknown norm {norm!r}")
+    if fixed_size is not None:
+        # GeneralizedRCNNTransform takes fixed_size as (width, height).
+        model.transform.fixed_size = (int(fixed_size[1]), int(fixed_size[0]))
+    return model.eval()
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a state_dict file (a plain state_dict, or a dict holding one under "model" or
+    "state_dict")."""
+    state = read_state_dict(path)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        raise core.ExportError(f"{path} does not match the model (wrong --model or --num-classes?): "
+                               f"{str(error).strip()}") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise core.ExportError(
+            f"{path} does not match the model: {len(missing)} missing keys {missing[:5]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:5]} (wrong --model or --num-classes?)")
+    model.eval()
+
+
+def read_state_dict(path: str) -> Dict[str, Any]:
+    """A state_dict file: a plain state_dict, or a dict holding one under "model" or "state_dict"."""
+    state = torch.load(path, map_location="cpu")
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise core.ExportError(f"{path} does not hold a state_dict")
+    return state
+
+
+def state_dict_uses_batchnorm(state: Dict[str, Any]) -> bool:
+    """True when the saved backbone norm layers are trainable BatchNorm2d (num_batches_tracked)."""
+    return any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state)
+
+
+def state_dict_num_classes(state: Dict[str, Any]) -> Optional[int]:
+    """Foreground classes of a saved model (cls_score rows - 1), if the key is there."""
+    weight = state.get("roi_heads.box_predictor.cls_score.weight")
+    return int(weight.shape[0]) - 1 if weight is not None else None
+
+
+def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, float]] = None,
+                      name: Optional[str] = None) -> nn.Module:
+    """Deterministic untrained weights that give spread-out, useful detections.
+
+    ``torch.manual_seed(seed)``, then in ``model.modules()`` order: every Conv2d
+    kaiming-normal (fan_out, relu; the fan of one group, so depthwise convolutions keep their
+    scale), bias 0; every Linear N(0, 0.01), bias 0; every norm layer
+    identity (weight 1, bias 0, mean 0, var 1 - eps). Then:
+
+    * the last norm layer of every residual block (ResNet ``bn3``, MobileNetV3 blocks with a
+      residual connection) gets weight ``residual_bn``, damping the growth of the residual
+      stream so that the FPN outputs stay O(1-10);
+    * box head: the first Linear's weights are made zero-mean over each pooled window (the
+      per-channel offset that pooled features share otherwise makes one class win everywhere),
+      every later Linear's rows zero-mean;
+    * ``cls_score`` N(0, cls_std) with zero-mean rows and ``background_bias`` on the background
+      (first) logit; ``bbox_pred`` N(0, box_std) with zero-mean rows (the box-head output is
+      small, so these stds are larger than usual);
+    * RPN head: ``cls_logits`` N(0, rpn_objectness_std) with bias ``rpn_objectness_bias``,
+      ``bbox_pred`` N(0, rpn_deltas_std) with bias ``rpn_size_bias`` on every anchor's dw, dh
+      (proposals e^bias times their anchor: NMS keeps hundreds and every RoI level is reached).
+
+    MobileNetV3 (hardswish and squeeze-excitation in 15 blocks) needs two more steps, or the
+    output scale varies by orders of magnitude between photos: ``se_gate_scale`` multiplies
+    every SE block's fc2 weights (gates stay near 0.5), and ``calibrate_norms`` rescales every
+    trunk norm layer on a synthetic calibration image (see ``calibrate_norms``) and the FPN's
+    lateral convolutions to output std ``fpn_std``.
+
+    The constants per model are in ``RECIPES``; they were tuned on fruits, messi5, baboon and
+    building from OpenCV's sample data (tests/reference/gen_torchvision.py prints the result).
+    """
+    from torchvision.ops import FrozenBatchNorm2d
+
+    if recipe is None:
+        recipe = RECIPES[name] if name in RECIPES else RECIPES["fasterrcnn_resnet50_fpn"]
+    torch.manual_seed(seed)
+    norm_types = (nn.BatchNorm2d, FrozenBatchNorm2d)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                # kaiming normal (fan_out, relu) with the fan of one group: for depthwise
+                # convolutions torch's fan_out would count every channel and shrink them.
+                taps = m.kernel_size[0] * m.kernel_size[1]
+                fan_out = (m.out_channels // m.groups) * taps
+                m.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.01)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, norm_types):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+
+        for block in residual_blocks(model.backbone):
+            last_norm_of_branch(block, norm_types).weight.fill_(recipe["residual_bn"])
+
+        if "se_gate_scale" in recipe:
+            # Squeeze-excitation gates x * hardsigmoid(fc2(...)) grow with the input's
+            # amplitude (a quadratic response that compounds over the blocks): scale fc2 down
+            # so that every gate stays near 0.5.
+            from torchvision.ops import SqueezeExcitation
+
+            for m in model.backbone.modules():
+                if isinstance(m, SqueezeExcitation):
+                    m.fc2.weight.mul_(recipe["se_gate_scale"])
+        if recipe.get("calibrate_norms"):
+            calibrate_norms(model, seed, float(recipe["calibrate_norms"]), float(recipe["residual_bn"]),
+                            float(recipe.get("fpn_std", 1.0)), norm_types)
+
+        linears = [m for m in model.roi_heads.box_head.modules() if isinstance(m, nn.Linear)]
+        channels = model.backbone.out_channels
+        for i, fc in enumerate(linears):
+            w = fc.weight
+            if i == 0 and w.shape[1] % channels == 0:
+                window = w.view(w.shape[0], channels, -1)
+                window -= window.mean(dim=2, keepdim=True)
+            else:
+                w -= w.mean(dim=1, keepdim=True)
+
+        predictor = model.roi_heads.box_predictor
+        predictor.cls_score.weight.normal_(0.0, recipe["cls_std"])
+        predictor.cls_score.weight -= predictor.cls_score.weight.mean(dim=1, keepdim=True)
+        predictor.cls_score.bias.zero_()
+        predictor.cls_score.bias[0] = recipe["background_bias"]
+        predictor.bbox_pred.weight.normal_(0.0, recipe["box_std"])
+        predictor.bbox_pred.weight -= predictor.bbox_pred.weight.mean(dim=1, keepdim=True)
+        predictor.bbox_pred.bias.zero_()
+
+        head = model.rpn.head
+        head.cls_logits.weight.normal_(0.0, recipe["rpn_objectness_std"])
+        head.cls_logits.bias.fill_(recipe["rpn_objectness_bias"])
+        head.bbox_pred.weight.normal_(0.0, recipe["rpn_deltas_std"])
+        bias = head.bbox_pred.bias.view(-1, 4)
+        bias.zero_()
+        bias[:, 2:] = recipe["rpn_size_bias"]
+    return model.eval()
+
+
+def calibration_image(model: nn.Module, seed: int, size: Tuple[int, int] = (256, 320)) -> torch.Tensor:
+    """A deterministic image with a photo-like (roughly 1/f) spectrum: uniform noise at cell
+    sizes 1, 2, 4, ..., 64 pixels, upsampled bilinearly and summed with equal weights, scaled to
+    [0, 1]; then normalised as model.transform does."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    image = torch.zeros(1, 3, h, w)
+    for cell in (1, 2, 4, 8, 16, 32, 64):
+        noise = torch.rand(1, 3, max(1, h // cell), max(1, w // cell), generator=gen)
+        image += torch.nn.functional.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)
+    image = (image - image.min()) / (image.max() - image.min())
+    mean = torch.tensor(model.transform.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.transform.image_std).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def calibrate_norms(model: nn.Module, seed: int, target_std: float, residual_ratio: float,
+                    fpn_std: float, norm_types: Tuple[type, ...]) -> None:
+    """Data-dependent scale of the backbone trunk (for MobileNetV3, whose hardswish/SE layers
+    shrink a kaiming-initialised signal ~2x per layer): one forward pass on
+    ``calibration_image(seed)`` in which every norm layer's weight is rescaled, in execution
+    order, so that its output has std ``target_std`` (times ``residual_ratio`` for the last norm
+    of a residual branch). A small target keeps hardswish near its linear range, where the gain
+    does not depend on the image. Deterministic for a given seed and machine."""
+    ends = {id(last_norm_of_branch(b, norm_types)) for b in residual_blocks(model.backbone)}
+
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        target = target_std * (residual_ratio if id(module) in ends else 1.0)
+        std = float(output.std())
+        if std <= 0.0 or not math.isfinite(std):
+            return output
+        factor = target / std
+        module.weight.mul_(factor)
+        module.bias.mul_(factor)
+        return output * factor
+
+    handles = [m.register_forward_hook(hook) for m in model.backbone.body.modules() if isinstance(m, norm_types)]
+    image = calibration_image(model, seed)
+    try:
+        with torch.no_grad():
+            model.backbone.body(image)
+    finally:
+        for h in handles:
+            h.remove()
+    # The FPN is linear: scale its lateral 1x1 convolutions so that its first output has
+    # std fpn_std on the calibration image.
+    with torch.no_grad():
+        first = next(iter(model.backbone(image).values()))
+        factor = fpn_std / float(first.std())
+        for m in model.backbone.fpn.inner_blocks.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(factor)
+                if m.bias is not None:
+                    m.bias.mul_(factor)
+
+
+def residual_blocks(backbone: nn.Module) -> List[nn.Module]:
+    from torchvision.models.mobilenetv3 import InvertedResidual
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    blocks = []
+    for m in backbone.modules():
+        if isinstance(m, (Bottleneck, BasicBlock)):
+            blocks.append(m)
+        elif isinstance(m, InvertedResidual) and m.use_res_connect:
+            blocks.append(m)
+    return blocks
+
+
+def last_norm_of_branch(block: nn.Module, norm_types: Tuple[type, ...]) -> nn.Module:
+    """The norm layer that ends the residual branch (not the shortcut's downsample)."""
+    for attr in ("bn3", "bn2"):
+        if hasattr(block, attr):
+            return getattr(block, attr)
+    norms = [m for m in block.block.modules() if isinstance(m, norm_types)]  # InvertedResidual
+    return norms[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Bundle
+# --------------------------------------------------------------------------------------------
+
+class BackboneRPN(nn.Module):
+    """model.backbone, then model.rpn.head on every feature map (in order):
+    (objectness per level, deltas per level, [feature maps of the RoI levels])."""
+
+    def __init__(self, model: nn.Module, roi_levels: Sequence[str]):
+        super().__init__()
+        self.backbone = model.backbone
+        self.rpn_head = model.rpn.head
+        self.roi_levels = list(roi_levels)
+
+    def forward(self, images: torch.Tensor):
+        features = self.backbone(images)
+        objectness, deltas = self.rpn_head(list(features.values()))
+        return objectness, deltas, [features[name] for name in self.roi_levels]
+
+
+class BoxHead(nn.Module):
+    """model.roi_heads.box_head, then box_predictor: (class_logits, box_deltas)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.box_head = model.roi_heads.box_head
+        self.box_predictor = model.roi_heads.box_predictor
+
+    def forward(self, box_features: torch.Tensor):
+        return self.box_predictor(self.box_head(box_features))
+
+
+def measure_levels(model: nn.Module, size_divisibility: int) -> Tuple[List[str], Dict[str, int], int]:
+    """Feature names, strides (input size / map size, both axes) and channels of model.backbone."""
+    h, w = 6 * 64, 7 * 64
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, h, w))
+    strides: Dict[str, int] = {}
+    for name, f in features.items():
+        fh, fw = f.shape[-2:]
+        sh, sw = h // fh, w // fw
+        if sh != sw or sh * fh != h or sw * fw != w:
+            raise core.ExportError(f"backbone level {name}: map {fh}x{fw} on a {h}x{w} input has no single stride")
+        strides[name] = int(sh)
+    channels = {int(f.shape[1]) for f in features.values()}
+    if len(channels) != 1:
+        raise core.ExportError(f"backbone levels have different channel counts {sorted(channels)}")
+    return list(features.keys()), strides, channels.pop()
+
+
+def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
+                   fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
+                   note: str = "") -> Dict[str, Any]:
+    """model.json for a torchvision Faster R-CNN, read from the model itself."""
+    import torchvision
+
+    transform, rpn, heads = model.transform, model.rpn, model.roi_heads
+    pool = heads.box_roi_pool
+    divisibility = int(transform.size_divisible)
+    rpn_levels, strides, channels = measure_levels(model, divisibility)
+    roi_levels = [n for n in rpn_levels if n in list(pool.featmap_names)]
+    if not roi_levels:
+        raise core.ExportError(f"box_roi_pool featmap_names {pool.featmap_names} are not backbone outputs")
+    num_classes = int(heads.box_predictor.cls_score.out_features) - 1
+    if len(classes) != num_classes:
+        raise core.ExportError(f"{len(classes)} class names for {num_classes} classes")
+    deltas = int(heads.box_predictor.bbox_pred.out_features)
+    if deltas not in (4 * (num_classes + 1), 4):
+        raise core.ExportError(f"bbox_pred has {deltas} outputs, expected {4 * (num_classes + 1)}")
+    resolution = pool.output_size[0] if isinstance(pool.output_size, (tuple, list)) else pool.output_size
+    score_thresh = float(rpn.score_thresh)
+    gen = rpn.anchor_generator
+    return {
+        "format": core.BUNDLE_FORMAT,
+        "version": core.BUNDLE_VERSION,
+        "architecture": "faster_rcnn",
+        "conventions": "torchvision",
+        "source": {
+            "framework": "torchvision",
+            "framework_version": torchvision.__version__.split("+")[0],
+            "config": name,
+            "note": note,
+        },
+        "input": {
+            "channel_order": "RGB",
+            "pixel_scale": 1.0 / 255.0,
+            "pixel_mean": [float(v) for v in transform.image_mean],
+            "pixel_std": [float(v) for v in transform.image_std],
+            "resize": core.resize_json(fixed_size, int(transform.min_size[-1]), int(transform.max_size)),
+            "size_divisibility": divisibility,
+        },
+        "modules": {
+            "backbone_rpn": {"file": "backbone_rpn.pt",
+                             "static_shape": core.static_shape_for(fixed_size, divisibility)},
+            "box_head": {"file": "box_head.pt", "static_rois": static_rois},
+        },
+        "backbone": {
+            "rpn_levels": rpn_levels,
+            "roi_levels": roi_levels,
+            "strides": strides,
+            "channels": channels,
+        },
+        "anchors": {
+            "sizes": [[int(s) for s in sizes] for sizes in gen.sizes],
+            "aspect_ratios": [[float(r) for r in ratios] for ratios in gen.aspect_ratios],
+            "offset": 0.0,
+            "round_cell_anchors": True,
+            "stride_from": "image",
+        },
+        "rpn": {
+            "pre_nms_topk": int(rpn._pre_nms_top_n["testing"]),
+            "post_nms_topk": int(rpn._post_nms_top_n["testing"]),
+            "nms_threshold": float(rpn.nms_thresh),
+            "min_box_size": float(rpn.min_size),
+            "min_box_size_inclusive": True,
+            # torchvision keeps sigmoid scores >= score_thresh: 0.0 keeps everything.
+            "score_threshold": None if score_thresh <= 0.0 else score_thresh,
+            "nms_scores": "sigmoid",
+            "box_weights": [float(v) for v in rpn.box_coder.weights],
+            "scale_clamp": float(rpn.box_coder.bbox_xform_clip),
+        },
+        "roi_heads": {
+            "num_classes": num_classes,
+            "background": "first",
+            "class_agnostic_box_regression": deltas == 4,
+            "pooler_resolution": int(resolution),
+            "sampling_ratio": int(pool.sampling_ratio),
+            "aligned": False,
+            "canonical_box_size": int(getattr(pool, "canonical_scale", 224)),
+            "canonical_level": int(getattr(pool, "canonical_level", 4)),
+            "level_eps": 1e-6,
+            "level_eps_inside_log": False,
+            "box_weights": [float(v) for v in heads.box_coder.weights],
+            "scale_clamp": float(heads.box_coder.bbox_xform_clip),
+            "score_threshold": float(heads.score_thresh),
+            "nms_threshold": float(heads.nms_thresh),
+            "detections_per_image": int(heads.detections_per_img),
+            # postprocess_detections drops boxes smaller than 1e-2 after decoding.
+            "min_box_size": 0.01,
+        },
+        "postprocess": {"clip": False, "drop_empty": False},
+        "classes": list(classes),
+    }
+
+
+def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
+           fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
+           target: str = "cpu", tolerance: Optional[float] = None, note: str = "",
+           seed: int = 0) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Write the bundle; returns (model.json dictionary without sha256 keys, check report)."""
+    core.check_target(target)
+    model_json = model_json_for(model, name, classes, fixed_size=fixed_size, static_rois=static_rois, note=note)
+    device = core.target_device(target)
+    model = model.to(device).eval()
+    backbone_rpn = BackboneRPN(model, model_json["backbone"]["roi_levels"])
+    box_head = BoxHead(model)
+    specs = core.standard_specs(model_json, backbone_rpn, box_head, device=device, seed=seed)
+    report = core.export_bundle(output, model_json, specs, target=target, tolerance=tolerance)
+    return model_json, report
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Export a torchvision Faster R-CNN to an rcnn model bundle (format v1): a directory with
+model.json, backbone_rpn.pt (backbone + RPN head) and box_head.pt (box head + predictor),
+which the C++ runtime loads. Everything between the two modules (resize, normalisation,
+anchors, proposal selection, RoIAlign, box decoding, NMS) is described in model.json with
+torchvision's conventions and done natively by the runtime.
+
+Nothing is downloaded: the model is built with weights=None, weights_backbone=None and then
+gets its weights from --weights or --seed."""
+
+EPILOG = """\
+weights:
+  --weights FILE     a state_dict saved with torch.save(model.state_dict(), FILE) from the same
+                     torchvision model (a dict holding it under "model" or "state_dict" works
+                     too). Backbone norm layers follow torchvision's pretrained builders
+                     (FrozenBatchNorm2d for resnet50_fpn with eps 0 as in its COCO_V1 weights,
+                     FrozenBatchNorm2d eps 1e-5 for mobilenet_v3_large_fpn, BatchNorm2d for
+                     resnet50_fpn_v2), or BatchNorm2d when the file has num_batches_tracked
+                     entries; --frozen-bn-eps overrides the eps.
+  --seed N           no trained weights: a deterministic re-initialisation (torch.manual_seed(N))
+                     tuned to give spread-out outputs on real photos (tens of detections of
+                     several classes, proposals on every RoI level the image size allows,
+                     boxes of varied sizes). The detections mean nothing; the bundle exists
+                     for parity tests and benchmarks. Recipe: apply_seed_recipe() in this file.
+
+classes:
+  COCO by default: torchvision's 91 categories minus "__background__" (class_id = label - 1;
+  the "N/A" placeholders stay so the ids line up). --classes FILE gives one name per line
+  (background not included); --num-classes K sets the number of foreground classes (the
+  model has K + 1 outputs) and defaults to the number of names, or with --weights to the
+  file's (cls_score rows - 1).
+
+examples:
+  %(prog)s --model fasterrcnn_resnet50_fpn --weights frcnn_r50.pth --output bundles/r50
+  %(prog)s --model fasterrcnn_resnet50_fpn --seed 0 --min-size 320 --max-size 512 --output /tmp/r50
+  %(prog)s --model fasterrcnn_resnet50_fpn --weights frcnn_r50.pth --fixed-size 800 800 \\
+      --static-rois 1000 --target neuron --output bundles/r50_inf1
+"""
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="export_torchvision.py", description=DESCRIPTION,
+        epilog=EPILOG + "\n" + core.BUNDLE_OPTIONS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=MODELS, help="torchvision model builder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", metavar="FILE", help="state_dict file to load")
+    source.add_argument("--seed", type=int, metavar="N", help="deterministic untrained weights (parity tests)")
+    parser.add_argument("--min-size", type=int, metavar="N",
+                        help="shortest-edge target size (default: the builder's, 800)")
+    parser.add_argument("--max-size", type=int, metavar="N",
+                        help="longest-edge limit (default: the builder's, 1333)")
+    parser.add_argument("--num-classes", type=int, metavar="K",
+                        help="foreground classes (default: 90 COCO ids, or the number of --classes names)")
+    parser.add_argument("--classes", metavar="FILE", help="class names, one per line, no background")
+    parser.add_argument("--frozen-bn-eps", type=float, metavar="EPS",
+                        help="eps of the FrozenBatchNorm2d layers (default: as torchvision's pretrained build)")
+    parser.add_argument("--note", default=None, help="free text for model.json source.note")
+    core.add_bundle_arguments(parser)
+    args = parser.parse_args(argv)
+    core.validate_bundle_arguments(args)
+    return args
+
+
+def read_classes(path: str) -> List[str]:
+    with open(path, encoding="utf-8") as f:
+        names = [line.rstrip("\r\n") for line in f]
+    while names and not names[-1].strip():
+        names.pop()
+    if not names or any(not n.strip() for n in names):
+        raise core.ExportError(f"{path}: expected one non-empty class name per line")
+    return names
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        state = read_state_dict(args.weights) if args.weights else None
+        num_classes = args.num_classes
+        if num_classes is None and args.classes is None and state is not None:
+            num_classes = state_dict_num_classes(state)
+        if args.classes:
+            classes = read_classes(args.classes)
+            k = num_classes if num_classes is not None else len(classes)
+            if len(classes) != k:
+                raise core.ExportError(f"--classes has {len(classes)} names but the model has {k} classes")
+        elif num_classes is not None and num_classes != 90:
+            k = num_classes
+            classes = [f"class_{i}" for i in range(k)]
+            core.log(f"no --classes: naming the {k} classes class_0 .. class_{k - 1}")
+        else:
+            k = 90
+            classes = coco_categories()[1:]
+        if k <= 0:
+            raise core.ExportError("--num-classes must be positive")
+
+        norm = "pretrained"
+        if state is not None and state_dict_uses_batchnorm(state):
+            norm = "batchnorm"
+        core.log(f"building {args.model} ({k} classes + background, norm layers: {norm})")
+        model = build_model(args.model, num_classes=k + 1, min_size=args.min_size, max_size=args.max_size,
+                            fixed_size=args.fixed_size, norm=norm, frozen_bn_eps=args.frozen_bn_eps)
+        if args.weights:
+            core.log(f"loading {args.weights}")
+            load_weights(model, args.weights)
+            note = args.note if args.note is not None else f"weights: {os.path.basename(args.weights)}"
+        else:
+            apply_seed_recipe(model, args.seed, name=args.model)
+            note = args.note if args.note is not None else (
+                f"untrained deterministic weights: export_torchvision.py seed recipe, --seed {args.seed}")
+        model_json, _ = export(model, args.model, args.output, classes=classes, fixed_size=args.fixed_size,
+                               static_rois=args.static_rois, target=args.target, tolerance=args.tolerance,
+                               note=note)
+    except core.ExportError as error:
+        core.exit_with_error(str(error), code=1)
+    print(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

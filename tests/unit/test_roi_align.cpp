@@ -315,10 +315,57 @@ TEST_CASE("OmpRoIAlign reuses its sample tables at steady state") {
   std::vector<float> out(rois.size() * 4 * 49);
   rcnn::OmpRoIAlign pool{2};
   pool(maps, scales, rois, levels, cfg, out);
-  std::vector<const void*> before;
-  for (const auto& t : pool.ws.tables) before.push_back(t.data());
+  const auto buffers = [&pool] {
+    std::vector<const void*> b{pool.ws.plans.data(), pool.ws.axes.data(), pool.ws.order.data()};
+    for (const auto& t : pool.ws.tiles) b.push_back(t.data());
+    return b;
+  };
+  const std::vector<const void*> before = buffers();
   for (int k = 0; k < 5; ++k) pool(maps, scales, rois, levels, cfg, out);
-  for (std::size_t t = 0; t < pool.ws.tables.size(); ++t) CHECK(pool.ws.tables[t].data() == before[t]);
+  CHECK(buffers() == before);
+  // Fewer or smaller RoIs reuse the same buffers too.
+  rois.resize(10);
+  pool(maps, scales, rois, std::span<const int>(levels.data(), rois.size()), cfg,
+       std::span<float>(out.data(), rois.size() * 4 * 49));
+  CHECK(buffers() == before);
+}
+
+TEST_CASE("OmpRoIAlign: pixel (0, 0) read with weight 0 and non-finite features, bit-identical") {
+  // Samples outside the map read pixel (0, 0) with weight 0 in the kernel: 0 * inf = NaN
+  // must come out of OmpRoIAlign's tile exactly as from RoIAlignRef. Channel counts with a
+  // partial group, RoIs reaching outside every border.
+  for (const int channels : {3, 8, 13}) {
+    std::vector<float> data(std::size_t(channels) * 9 * 12);
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = float(int(i % 23) - 11) * 0.37f;
+    const std::size_t plane = 9 * 12;
+    data[0] = std::numeric_limits<float>::infinity();                        // channel 0, (0, 0)
+    data[plane] = -std::numeric_limits<float>::infinity();                   // channel 1, (0, 0)
+    if (channels > 2) data[2 * plane + 5] = std::numeric_limits<float>::quiet_NaN();  // inside
+    const std::vector<rcnn::FeatureMap> maps{{data.data(), channels, 9, 12}};
+    const std::vector<float> scales{0.5f};
+    const std::vector<rcnn::Box> rois{{-30, -30, 10, 10}, {20, 10, 40, 30},  {-5, 4, 30, 60},
+                                      {2, 2, 6, 6},       {30, -8, 60, 12},  {0, 0, 24, 18},
+                                      {-40, -40, -20, -20}, {22, 16, 23, 17}};
+    const std::vector<int> levels(rois.size(), 0);
+    for (const bool aligned : {true, false})
+      for (const int ratio : {0, 2}) {
+        rcnn::PoolerConfig cfg;
+        cfg.aligned = aligned;
+        cfg.sampling_ratio = ratio;
+        const std::size_t n = rois.size() * std::size_t(channels) * 49;
+        std::vector<float> ref(n, 1.f), got(n, 2.f);
+        rcnn::RoIAlignRef{}(maps, scales, rois, levels, cfg, ref);
+        for (const int threads : {1, 2, 3}) {
+          std::fill(got.begin(), got.end(), 2.f);
+          rcnn::OmpRoIAlign{threads}(maps, scales, rois, levels, cfg, got);
+          CAPTURE(channels);
+          CAPTURE(aligned);
+          CAPTURE(ratio);
+          CAPTURE(threads);
+          CHECK(bit_identical(got, ref));
+        }
+      }
+  }
 }
 
 TEST_CASE("assign_levels: edge cases") {

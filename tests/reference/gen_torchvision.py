@@ -145,7 +145,10 @@ def load_photo(photo: str) -> np.ndarray:
 
 
 def to_model_input(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
+    # Contiguous CHW, as torchvision's to_tensor / read_image give it. (A channels-last view
+    # such as a bare permute() makes ATen pick another bilinear kernel that rounds
+    # differently; TorchvisionPreprocess::memory_format selects that one.)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous().float() / 255.0
 
 
 def select_proposals(decoded: torch.Tensor, logits: torch.Tensor, counts: Sequence[int],

@@ -99,7 +99,7 @@ inline bool is_known_bundle_key(std::string_view key) {
       "framework_version", "config", "note", "input", "channel_order", "pixel_scale",
       "pixel_mean", "pixel_std", "resize", "mode", "min_size", "max_size", "height", "width",
       "size_divisibility", "modules", "backbone_rpn", "box_head", "mask_head", "file",
-      "static_shape", "static_rois", "sha256", "backbone", "rpn_levels", "roi_levels",
+      "static_shape", "static_rois", "sha256", "neuron_library", "backbone", "rpn_levels", "roi_levels",
       "strides", "channels", "anchors", "sizes", "aspect_ratios", "offset",
       "round_cell_anchors", "stride_from", "rpn", "pre_nms_topk", "post_nms_topk",
       "nms_threshold", "min_box_size", "min_box_size_inclusive", "score_threshold",
@@ -519,6 +519,12 @@ inline ModelConfig parse_model_json(std::string_view json_text,
       cfg.modules.mask_head = detail::read_module(
           modules.child("mask_head", "architecture \"mask_rcnn\" needs the mask_head module"),
           cfg.input, false);
+    if (const auto lib = modules.find("neuron_library"); lib && !lib->is_null()) {
+      const std::string expectation = "null or a non-empty library path or name";
+      std::string path = detail::read_string(*lib, expectation);
+      if (path.empty()) lib->expected_value(expectation);
+      cfg.modules.neuron_library = std::move(path);
+    }
   }
 
   // backbone
@@ -553,11 +559,13 @@ inline ModelConfig parse_model_json(std::string_view json_text,
       if (i == 0 && (s & (s - 1)) != 0)
         at.expected_value("a power of two (the RoI level mapper uses log2 of the roi level "
                           "strides)");
-      if (i > 0 && s != 2 * b.roi_strides.back())
+      // torchvision's mobilenet FPN pools from two maps of the same stride (32, 32): all
+      // RoIs then map to the first one, as torchvision's LevelMapper does.
+      if (i > 0 && s != 2 * b.roi_strides.back() && s != b.roi_strides.back())
         at.expected_value(std::to_string(2 * b.roi_strides.back()) +
                           ", twice the stride of the previous roi level \"" +
-                          b.roi_levels[i - 1] +
-                          "\" (the RoI level mapper needs consecutive pyramid levels)");
+                          b.roi_levels[i - 1] + "\" (or " + std::to_string(b.roi_strides.back()) +
+                          ", equal to it: the RoI level mapper needs consecutive pyramid levels)");
       b.roi_strides.push_back(s);
     }
     b.channels = read_int(backbone.child("channels"), 1);

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   double score_threshold = -1;
   int threads = 1;
   bool quiet = false;
+  bool profile = false;
   app.add_option("--model,-m", model, "model bundle directory (contains model.json)")
       ->required();
   app.add_option("--output,-o", output,
@@ -66,6 +67,8 @@ int main(int argc, char** argv) {
                  "threads for LibTorch's intra-op pool and the OpenMP stages (default 1)")
       ->check(CLI::Range(1, 256));
   app.add_flag("--quiet,-q", quiet, "no summary on stderr");
+  app.add_flag("--profile", profile,
+               "after all images, print a per-stage profile (calls, total, mean, share) on stderr");
   app.add_option("images", images, "image files (JPEG, PNG, ... anything OpenCV decodes)")
       ->required();
   try {
@@ -83,7 +86,8 @@ int main(int argc, char** argv) {
     rcnn::OmpRoIAlign roi_align;
     roi_align.num_threads = threads;
     using Exec = rcnn::TorchScriptExec;
-    using Any = rcnn::AnyDetector<Exec, rcnn::OmpRoIAlign>;
+    // StageProfiler: a few additions per image; printed with --profile.
+    using Any = rcnn::AnyDetector<Exec, rcnn::OmpRoIAlign, rcnn::StageProfiler>;
     auto make = [&]() -> Any {
       if (cfg.conventions == rcnn::Conventions::torchvision)
         return Any(Any::TorchvisionDetector(cfg, std::move(exec), roi_align));
@@ -108,6 +112,11 @@ int main(int argc, char** argv) {
         if (!cv::imwrite(out.string(), img))
           rcnn::detail::fail(out.string() + ": could not write the annotated image");
       }
+    }
+    if (profile) {
+      std::fprintf(stderr, "profile (%s, %d thread%s):\n", model.c_str(), threads,
+                   threads == 1 ? "" : "s");
+      det.profiler().print(stderr);
     }
     if (output.empty()) {
       std::cout << all.dump(2) << "\n";

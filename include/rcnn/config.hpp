@@ -50,6 +50,10 @@ struct ModulesConfig {
   ModuleConfig backbone_rpn;
   ModuleConfig box_head;
   std::optional<ModuleConfig> mask_head;
+  /// Optional rcnn extension `modules.neuron_library`: the Neuron runtime's TorchScript
+  /// operator library (libtorchneuron.so) NeuronExec loads; a path with a '/' is relative to
+  /// the bundle directory unless absolute, a bare name goes to the dynamic loader's search.
+  std::optional<std::string> neuron_library;
 };
 
 struct BackboneConfig {

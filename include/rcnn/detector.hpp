@@ -15,6 +15,8 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "exec/outputs.hpp"
+#include "preprocess/resize_shape.hpp"
+#include "profiler.hpp"
 #include "roi_align/level_mapper.hpp"
 #include "roi_align/roi_align_ref.hpp"
 #include "stages.hpp"
@@ -69,13 +71,21 @@ struct Trace {
 /// Set-up (constructor) validates the bundle against the stages and sizes nothing yet;
 /// the first image of a size sizes the workspaces, later images of that size reuse them.
 /// Not thread-safe: use one Detector per thread (replicas).
+/// Static shapes: with `modules.backbone_rpn.static_shape` every batch is padded to exactly
+/// that [N, 3, H, W] (N must equal the batch size; an image whose resized size exceeds H x W
+/// is an rcnn::Error naming the shape); with `modules.*.static_rois` the box head gets
+/// exactly that many rows per call (zero boxes appended, their rows ignored).
+/// Profiling: `Stages::profiler` (default `NoProfiler`, compiled out) receives every stage's
+/// time and call count per batch (profiler.hpp); read it with `profiler()`.
 template <class Exec, class RoIAlign = RoIAlignRef, class Stages = Detectron2Stages>
-  requires Executor<Exec> && RoIAlignPolicy<RoIAlign> && StageBundle<Stages>
+  requires Executor<Exec> && RoIAlignPolicy<RoIAlign> && StageBundle<Stages> &&
+           ProfilerPolicy<profiler_of_t<Stages>>
 class Detector {
  public:
   using executor_type = Exec;
   using roi_align_type = RoIAlign;
   using stages_type = Stages;
+  using profiler_type = profiler_of_t<Stages>;
 
   Detector(ModelConfig config, Exec exec, RoIAlign roi_align = {})
       : cfg_(std::move(config)), exec_(std::move(exec)), roi_align_(std::move(roi_align)) {
@@ -101,6 +111,8 @@ class Detector {
   Exec& executor() { return exec_; }
   RoIAlign& roi_align() { return roi_align_; }
   typename Stages::nms& nms() { return nms_; }
+  profiler_type& profiler() { return profiler_; }
+  const profiler_type& profiler() const { return profiler_; }
 
   /// Detects objects in one image.
   DetectionResult operator()(const ImageView& image, Trace* trace = nullptr) {
@@ -143,12 +155,16 @@ class Detector {
     pre_results_.resize(n);
     Size padded;
     if (n == 1) {
+      check_fits_static_shape(images[0], pad_to);
       pre_results_[0] = preprocess_(images[0], cfg_.input, input_, pad_to);
+      check_padded(pre_results_[0], pad_to);
       padded = pre_results_[0].padded;
     } else {
       per_image_.resize(n);
       for (std::size_t i = 0; i < n; ++i) {
+        check_fits_static_shape(images[i], pad_to);
         pre_results_[i] = preprocess_(images[i], cfg_.input, per_image_[i], pad_to);
+        check_padded(pre_results_[i], pad_to);
         padded.height = std::max(padded.height, pre_results_[i].padded.height);
         padded.width = std::max(padded.width, pre_results_[i].padded.width);
       }
@@ -244,7 +260,7 @@ class Detector {
 
     // 6. Box head: one call per static_rois chunk, or one call for the whole batch.
     t0 = clock::now();
-    run_box_head(head_rows, static_rois, C, P);
+    const std::size_t head_calls = run_box_head(head_rows, static_rois, C, P);
     batch_times.box_head = ms_since(t0);
 
     // 7. Box inference and 8. postprocess, per image.
@@ -270,6 +286,17 @@ class Detector {
     }
     batch_times.box_inference = t_inf;
     batch_times.postprocess = t_post;
+    if constexpr (profiler_type::enabled) {
+      profiler_.record(Stage::preprocess, batch_times.preprocess, n);
+      profiler_.record(Stage::backbone_rpn, batch_times.backbone_rpn, 1);
+      profiler_.record(Stage::anchors, batch_times.anchors, 1);
+      profiler_.record(Stage::proposals, batch_times.proposals, n);
+      profiler_.record(Stage::roi_align, batch_times.roi_align, n);
+      profiler_.record(Stage::box_head, batch_times.box_head, head_calls);
+      profiler_.record(Stage::box_inference, batch_times.box_inference, n);
+      profiler_.record(Stage::postprocess, batch_times.postprocess, n);
+      profiler_.end_batch(n);
+    }
     const double inv = 1.0 / double(n);
     for (auto& r : results) {
       r.timing = batch_times;
@@ -289,6 +316,37 @@ class Detector {
     if (static_rois <= 0) return rows;
     const std::size_t s = std::size_t(static_rois);
     return std::max<std::size_t>(1, (rows + s - 1) / s) * s;
+  }
+
+  std::string static_shape_string() const {
+    const auto& s = *cfg_.modules.backbone_rpn.static_shape;
+    return "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " +
+           std::to_string(s[2]) + ", " + std::to_string(s[3]) + "]";
+  }
+
+  /// With a static input shape, an image whose resized size (as the bundle's resize rule
+  /// gives it) exceeds H x W cannot be run: say so before preprocessing it.
+  void check_fits_static_shape(const ImageView& image, const std::optional<Size>& pad_to) const {
+    if (!pad_to || image.height <= 0 || image.width <= 0) return;  // bad images: preprocess
+    const Size r = resized_shape({image.height, image.width}, cfg_.input.resize, cfg_.conventions);
+    if (r.height <= pad_to->height && r.width <= pad_to->width) return;
+    detail::fail("detector: image " + std::to_string(image.height) + "x" +
+                 std::to_string(image.width) + " resizes to " + std::to_string(r.height) + "x" +
+                 std::to_string(r.width) + ", larger than the static input shape " +
+                 static_shape_string() + " (modules.backbone_rpn.static_shape) that " +
+                 cfg_.modules.backbone_rpn.file +
+                 " was compiled for; use input.resize \"fixed\" with at most " +
+                 std::to_string(pad_to->height) + "x" + std::to_string(pad_to->width) +
+                 ", or export the module for a larger shape");
+  }
+
+  /// A preprocessing policy must honour `pad_to`.
+  void check_padded(const PreprocessResult& r, const std::optional<Size>& pad_to) const {
+    if (!pad_to || r.padded == *pad_to) return;
+    detail::fail("detector: the preprocess policy padded to " + std::to_string(r.padded.height) +
+                 "x" + std::to_string(r.padded.width) + ", but " +
+                 cfg_.modules.backbone_rpn.file + " needs exactly the static input shape " +
+                 static_shape_string() + " (modules.backbone_rpn.static_shape)");
   }
 
   void check_backbone_outputs(std::size_t n) const {
@@ -348,7 +406,9 @@ class Detector {
     anchor_padded_ = padded;
   }
 
-  void run_box_head(std::size_t head_rows, int static_rois, int C, int P) {
+  /// Returns how many times the head ran.
+  std::size_t run_box_head(std::size_t head_rows, int static_rois, int C, int P) {
+    std::size_t calls = 0;
     const std::size_t roi_size = std::size_t(C) * P * P;
     const std::size_t chunk = static_rois > 0 ? std::size_t(static_rois) : head_rows;
     const std::string module = cfg_.modules.box_head.file;
@@ -363,6 +423,7 @@ class Detector {
       const TensorView in{box_features_.data() + start * roi_size,
                           {std::int64_t(rows), C, P, P}};
       exec_.run_box_head(in, head_out_);
+      ++calls;
       const auto& lg = head_out_.class_logits;
       const auto& dl = head_out_.box_deltas;
       detail::require(lg.shape[0] == std::int64_t(rows) && dl.shape[0] == std::int64_t(rows),
@@ -388,6 +449,7 @@ class Detector {
       std::copy(dl.data, dl.data + rows * std::size_t(deltas_width_),
                 deltas_.data() + start * std::size_t(deltas_width_));
     }
+    return calls;
   }
 
   int expected_deltas_width() const {
@@ -405,6 +467,7 @@ class Detector {
   typename Stages::proposal_selector proposal_selector_{};
   typename Stages::box_inference box_inference_{};
   typename Stages::postprocess postprocess_{};
+  [[no_unique_address]] profiler_type profiler_{};
 
   int min_level_ = 2, max_level_ = 5;
   std::vector<float> scales_;

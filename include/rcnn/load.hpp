@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -16,12 +17,17 @@
 namespace rcnn {
 
 /// A detector over either convention, chosen from model.json when loaded. Forwards every
-/// call to the Detector it holds (one std::visit per call).
-template <class Exec, class RoIAlign = RoIAlignRef>
+/// call to the Detector it holds (one std::visit per call). `Profiler` (profiler.hpp) is the
+/// stages' profiling policy: NoProfiler (default, compiled out) or e.g. StageProfiler.
+template <class Exec, class RoIAlign = RoIAlignRef, class Profiler = NoProfiler>
 class AnyDetector {
+  template <class S>
+  using with_profiler =
+      std::conditional_t<std::is_same_v<Profiler, NoProfiler>, S, WithProfiler<S, Profiler>>;
+
  public:
-  using TorchvisionDetector = Detector<Exec, RoIAlign, TorchvisionStages>;
-  using Detectron2Detector = Detector<Exec, RoIAlign, Detectron2Stages>;
+  using TorchvisionDetector = Detector<Exec, RoIAlign, with_profiler<TorchvisionStages>>;
+  using Detectron2Detector = Detector<Exec, RoIAlign, with_profiler<Detectron2Stages>>;
 
   explicit AnyDetector(TorchvisionDetector d) : impl_(std::move(d)) {}
   explicit AnyDetector(Detectron2Detector d) : impl_(std::move(d)) {}
@@ -45,6 +51,9 @@ class AnyDetector {
   RoIAlign& roi_align() {
     return std::visit([](auto& d) -> RoIAlign& { return d.roi_align(); }, impl_);
   }
+  Profiler& profiler() {
+    return std::visit([](auto& d) -> Profiler& { return d.profiler(); }, impl_);
+  }
 
  private:
   std::variant<TorchvisionDetector, Detectron2Detector> impl_;
@@ -52,12 +61,13 @@ class AnyDetector {
 
 /// Reads and validates a bundle, loads its modules with `Exec`, and builds the detector
 /// whose stages match the bundle's conventions.
-template <class Exec, class RoIAlign = RoIAlignRef>
-AnyDetector<Exec, RoIAlign> load(const std::filesystem::path& bundle_dir,
-                                 typename Exec::Options options = {}, RoIAlign roi_align = {}) {
+template <class Exec, class RoIAlign = RoIAlignRef, class Profiler = NoProfiler>
+AnyDetector<Exec, RoIAlign, Profiler> load(const std::filesystem::path& bundle_dir,
+                                           typename Exec::Options options = {},
+                                           RoIAlign roi_align = {}) {
   ModelConfig cfg = read_bundle(bundle_dir);
   Exec exec(cfg, options);
-  using A = AnyDetector<Exec, RoIAlign>;
+  using A = AnyDetector<Exec, RoIAlign, Profiler>;
   if (cfg.conventions == Conventions::torchvision)
     return A(typename A::TorchvisionDetector(std::move(cfg), std::move(exec), std::move(roi_align)));
   return A(typename A::Detectron2Detector(std::move(cfg), std::move(exec), std::move(roi_align)));

@@ -9,7 +9,6 @@
 #include <random>
 
 #include <opencv2/imgcodecs.hpp>
-#include <torch/jit.h>
 
 #include <rcnn/cv/image.hpp>
 #include <rcnn/exec/cuda_exec.hpp>
@@ -83,25 +82,31 @@ std::pair<double, double> same_detections(const std::vector<rcnn::Detection>& a,
   return {box, score};
 }
 
-/// A library that is not in the process yet and is not the Neuron library.
+/// A real shared library that is not in the process yet and is not the Neuron library
+/// (full path; "" when every candidate is missing or already loaded).
 std::string unloaded_non_neuron_library() {
-  for (const char* name : {"libbz2.so.1.0", "liblzma.so.5", "libzstd.so.1", "libz.so.1",
-                           "libexpat.so.1", "libffi.so.8"}) {
-    if (void* h = ::dlopen(name, RTLD_NOW | RTLD_NOLOAD)) {
-      ::dlclose(h);
-      continue;
+  for (const char* dir : {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
+                          "/usr/lib64", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu"}) {
+    for (const char* name : {"libtinfo.so.6", "libacl.so.1", "libattr.so.1", "libcap.so.2",
+                             "libsepol.so.2", "libmagic.so.1", "libyaml-0.so.2",
+                             "libjansson.so.4", "libgdbm.so.6", "libbz2.so.1.0", "libz.so.1"}) {
+      const fs::path p = fs::path(dir) / name;
+      if (!fs::exists(p)) continue;
+      if (void* h = ::dlopen(p.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
+        ::dlclose(h);
+        continue;
+      }
+      return p.string();
     }
-    return name;
   }
   return "";
 }
 
 std::vector<std::int64_t> fake_runtime_log() {
-  auto cu = torch::jit::compile(R"JIT(
-def log() -> List[int]:
-    return torch.classes.neuron.Runtime().get_log()
-)JIT");
-  return cu->run_method("log").toIntVector();
+  const auto cls = rcnn::detail::neuron_runtime_class();
+  REQUIRE(cls);
+  const c10::IValue runtime = rcnn::detail::make_script_object(cls);
+  return rcnn::detail::call_script_method(runtime, "get_log").toIntVector();
 }
 
 }  // namespace
@@ -177,6 +182,11 @@ TEST_CASE("neuron: a missing library says what to install") {
   CHECK_THROWS_WITH_AS(rcnn::load<rcnn::NeuronExec>(kFixed), doctest::Contains(kInstallHint.c_str()),
                        rcnn::Error);
   ::unsetenv("RCNN_NEURON_LIBRARY");
+  // A file that exists but is not a shared library.
+  o.library = (kFixed / "model.json").string();
+  CHECK_THROWS_WITH_AS(rcnn::NeuronExec(cfg, o),
+                       doctest::Contains("could not be loaded as the Neuron runtime library"),
+                       rcnn::Error);
   // This machine has no torch-neuron: the default name is not found either.
   if (void* h = ::dlopen("libtorchneuron.so", RTLD_NOW | RTLD_NOLOAD)) {
     ::dlclose(h);
@@ -192,6 +202,7 @@ TEST_CASE("neuron: a library that is not the Neuron library is refused") {
   if (lib.empty()) {
     MESSAGE("every candidate library is already loaded: case skipped");
   } else {
+    MESSAGE("non-Neuron library loaded for the test: " << lib);
     rcnn::NeuronOptions o;
     o.library = lib;
     CHECK_THROWS_WITH_AS(rcnn::NeuronExec(cfg, o),
@@ -310,7 +321,7 @@ TEST_CASE("static shapes: the fixed800 bundle gives the same detections as the d
     CHECK(d.executor().backbone_inputs.back() == std::array<std::int64_t, 4>{1, 3, 800, 800});
     const auto [box_sd, score_sd] = same_detections(rs.detections, rd.detections, 1e-3, 1e-5);
     const auto [box_sc, score_sc] = same_detections(rs.detections, rc.detections, 1e-3, 1e-5);
-    MESSAGE(name << ": " << proposals << " proposals, " << rs.detections.size()
+    MESSAGE(std::string(name) << ": " << proposals << " proposals, " << rs.detections.size()
                  << " detections; static vs dynamic max |box diff| " << box_sd
                  << " px, |score diff| " << score_sd << "; static vs 300-row chunks " << box_sc
                  << " px, " << score_sc);
@@ -480,7 +491,7 @@ TEST_CASE("AtenRoIAlign matches RoIAlignRef on the Detectron2 fixture") {
     small.num_threads = 2;
     const double diff_small =
         pooled_diff(small, maps, scales, boxes, levels, cfg.roi_heads.pooler, nullptr);
-    MESSAGE(name << ": AtenRoIAlign vs RoIAlignRef on " << boxes.size()
+    MESSAGE(std::string(name) << ": AtenRoIAlign vs RoIAlignRef on " << boxes.size()
                  << " proposals: max |diff| " << diff << " (features up to " << scale
                  << ", relative " << diff / scale << "); one-RoI chunks: " << diff_small);
     CHECK(diff <= 1e-5 * scale);

@@ -1,0 +1,265 @@
+#pragma once
+/// \file torch_exec_base.hpp
+/// What every LibTorch executor shares (TorchScriptExec, NeuronExec, CudaExec, user
+/// executors): loading a bundle's two TorchScript modules onto a device, running them under
+/// InferenceMode with the graph executor's optimisations off, and turning their outputs into
+/// checked, host-side float32 views. Link rcnn::torch.
+
+#include <torch/script.h>
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../config.hpp"
+#include "../error.hpp"
+#include "../types.hpp"
+#include "outputs.hpp"
+
+namespace rcnn {
+
+namespace detail {
+
+/// Sets the calling thread's intra-op thread count for a scope.
+class IntraOpThreadsGuard {
+ public:
+  explicit IntraOpThreadsGuard(int n) : saved_(at::get_num_threads()) {
+    if (n > 0 && n != saved_) at::set_num_threads(n);
+  }
+  ~IntraOpThreadsGuard() {
+    if (at::get_num_threads() != saved_) at::set_num_threads(saved_);
+  }
+  IntraOpThreadsGuard(const IntraOpThreadsGuard&) = delete;
+  IntraOpThreadsGuard& operator=(const IntraOpThreadsGuard&) = delete;
+
+ private:
+  int saved_;
+};
+
+inline std::string shape_string(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+/// First line of a (possibly multi-line) LibTorch error.
+inline std::string first_line(const std::string& what) {
+  const auto pos = what.find('\n');
+  return pos == std::string::npos ? what : what.substr(0, pos);
+}
+
+/// The line of a LibTorch error that says what went wrong. A TorchScript interpreter error
+/// starts with "The following operation failed in the TorchScript interpreter." and a
+/// traceback, and ends with the error itself ("RuntimeError: ..."): its last non-empty line
+/// is returned. Other errors (c10::Error) have the message first, a C++ backtrace after it.
+inline std::string torch_error_summary(const std::string& what) {
+  const std::string line = first_line(what);
+  if (line.find("TorchScript interpreter") == std::string::npos) return line;
+  std::size_t end = what.size();
+  while (end > 0) {
+    const std::size_t nl = what.rfind('\n', end - 1);
+    const std::size_t start = nl == std::string::npos ? 0 : nl + 1;
+    const std::string candidate = what.substr(start, end - start);
+    const std::size_t first = candidate.find_first_not_of(" \t\r");
+    if (first != std::string::npos) return candidate.substr(first);
+    if (nl == std::string::npos) break;
+    end = nl;
+  }
+  return line;
+}
+
+/// Runs `f`, turning any exception other than rcnn::Error (c10::Error and the like) into an
+/// rcnn::Error naming `file`: LibTorch's exceptions never escape an executor.
+template <class F>
+decltype(auto) torch_guarded(const std::string& file, F&& f) {
+  try {
+    return f();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(file + ": " + torch_error_summary(e.what()));
+  }
+}
+
+/// Loads a TorchScript module, turning LibTorch's errors into one-line rcnn::Errors.
+inline torch::jit::Module load_module(const std::filesystem::path& path,
+                                      const c10::Device& device) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    fail(path.string() + ": module file not found");
+  torch::jit::Module m;
+  try {
+    m = torch::jit::load(path.string(), device);
+    m.eval();
+  } catch (const std::exception& e) {
+    fail(path.string() + ": not a loadable TorchScript module (" + torch_error_summary(e.what()) +
+         ")");
+  }
+  if (!torch_guarded(path.string(), [&] { return m.find_method("forward").has_value(); }))
+    fail(path.string() +
+         ": the TorchScript module has no forward() method (not an exported rcnn module?)");
+  return m;
+}
+
+/// View of a host float32 contiguous tensor (up to 4 dimensions; missing ones are 1).
+inline TensorView view_of(const at::Tensor& t) {
+  TensorView v;
+  v.data = t.data_ptr<float>();
+  for (int64_t i = 0; i < 4; ++i) v.shape[std::size_t(i)] = i < t.dim() ? t.size(i) : 1;
+  return v;
+}
+
+/// Turns the graph executor's optimisations off for a scope (a thread-local switch in
+/// LibTorch): no profiling runs, no re-specialisation per input shape.
+struct NoGraphOptimize {
+  NoGraphOptimize() : saved(torch::jit::getGraphExecutorOptimize()) {
+    torch::jit::setGraphExecutorOptimize(false);
+  }
+  ~NoGraphOptimize() { torch::jit::setGraphExecutorOptimize(saved); }
+  NoGraphOptimize(const NoGraphOptimize&) = delete;
+  NoGraphOptimize& operator=(const NoGraphOptimize&) = delete;
+  bool saved;
+};
+
+/// Everything a module call runs under: intra-op threads, no graph optimisation, inference mode.
+struct TorchRunScope {
+  explicit TorchRunScope(int threads) : threads_guard(threads) {}
+  IntraOpThreadsGuard threads_guard;
+  NoGraphOptimize no_opt;
+  c10::InferenceMode inference;
+};
+
+/// The common base of the LibTorch executors: holds the two modules of a bundle on one
+/// device and implements `rcnn::Executor` for them. Inputs are host views (copied to the
+/// device when it is not the CPU); outputs are checked (tuple layout, float32, rank) and
+/// copied back to the host, contiguous. Derived executors decide how the modules are
+/// loaded (`load_modules` after their own set-up) and on which device.
+class TorchModulesExec {
+ public:
+  void run_backbone_rpn(const TensorView& images, BackboneOutputs& out) {
+    TorchRunScope scope(intra_op_threads_);
+    at::Tensor input = torch_guarded(backbone_file_, [&] { return to_device(from_view(images)); });
+    c10::IValue result;
+    try {
+      result = backbone_.forward({input});
+    } catch (const std::exception& e) {
+      fail(backbone_file_ + ": forward failed on input " + shape_string(input) + ": " +
+           torch_error_summary(e.what()));
+    }
+    if (!result.isTuple() || result.toTupleRef().elements().size() != 3)
+      fail(backbone_file_ +
+           ": expected forward() to return a tuple of 3 lists (objectness, deltas, "
+           "features), got " + result.tagKind());
+    const auto& elems = result.toTupleRef().elements();
+    held_backbone_.clear();
+    device_features_.clear();
+    torch_guarded(backbone_file_, [&] {
+      collect(elems[0], "objectness", out.objectness, false);
+      collect(elems[1], "anchor deltas", out.deltas, false);
+      collect(elems[2], "features", out.features, true);
+    });
+  }
+
+  void run_box_head(const TensorView& rois, BoxHeadOutputs& out) {
+    TorchRunScope scope(intra_op_threads_);
+    at::Tensor input = torch_guarded(box_head_file_, [&] { return to_device(from_view(rois)); });
+    c10::IValue result;
+    try {
+      result = box_head_.forward({input});
+    } catch (const std::exception& e) {
+      fail(box_head_file_ + ": forward failed on input " + shape_string(input) + ": " +
+           torch_error_summary(e.what()));
+    }
+    if (!result.isTuple() || result.toTupleRef().elements().size() != 2)
+      fail(box_head_file_ +
+           ": expected forward() to return a tuple (class_logits, box_deltas), got " +
+           result.tagKind());
+    const auto& elems = result.toTupleRef().elements();
+    torch_guarded(box_head_file_, [&] {
+      held_head_[0] = checked(elems[0], "class_logits", box_head_file_, 2);
+      held_head_[1] = checked(elems[1], "box_deltas", box_head_file_, 2);
+    });
+    out.class_logits = view_of(held_head_[0]);
+    out.box_deltas = view_of(held_head_[1]);
+  }
+
+  const c10::Device& device() const { return device_; }
+  int intra_op_threads() const { return intra_op_threads_; }
+  /// The loaded modules (e.g. to inspect them, or to run them another way).
+  torch::jit::Module& backbone_module() { return backbone_; }
+  torch::jit::Module& box_head_module() { return box_head_; }
+  /// The last backbone call's feature maps as the module returned them, on `device()`
+  /// (valid until the next call): for pooling on the device (AtenRoIAlign's tensor entry).
+  const std::vector<at::Tensor>& device_features() const { return device_features_; }
+
+ protected:
+  TorchModulesExec(c10::Device device, int intra_op_threads)
+      : device_(device), intra_op_threads_(intra_op_threads) {}
+
+  /// Loads the bundle's backbone_rpn and box_head modules onto `device()`.
+  void load_modules(const ModelConfig& cfg) {
+    const std::filesystem::path dir = cfg.bundle_dir;
+    // Messages name the module by its path in the bundle.
+    backbone_file_ = (dir / cfg.modules.backbone_rpn.file).string();
+    box_head_file_ = (dir / cfg.modules.box_head.file).string();
+    backbone_ = load_module(backbone_file_, device_);
+    box_head_ = load_module(box_head_file_, device_);
+    if (cfg.modules.mask_head) mask_head_file_ = cfg.modules.mask_head->file;
+  }
+
+  void set_threads(int n) { intra_op_threads_ = n; }
+
+  at::Tensor from_view(const TensorView& v) const {
+    // The executor never writes into its input; from_blob needs a non-const pointer.
+    return torch::from_blob(const_cast<float*>(v.data),
+                            {v.shape[0], v.shape[1], v.shape[2], v.shape[3]},
+                            torch::TensorOptions().dtype(torch::kFloat32));
+  }
+  at::Tensor to_device(const at::Tensor& t) const {
+    return device_.is_cpu() ? t : t.to(device_);
+  }
+
+  /// Checks one output tensor and returns it on the host, contiguous.
+  static at::Tensor checked(const c10::IValue& v, const std::string& what,
+                            const std::string& module, int64_t dims) {
+    if (!v.isTensor()) fail(module + ": " + what + " is not a tensor (" + v.tagKind() + ")");
+    at::Tensor t = v.toTensor();
+    if (t.scalar_type() != at::kFloat)
+      fail(module + ": " + what + " has dtype " + std::string(c10::toString(t.scalar_type())) +
+           ", expected float32");
+    if (t.dim() != dims)
+      fail(module + ": " + what + " has shape " + shape_string(t) + ", expected " +
+           std::to_string(dims) + " dimensions");
+    return t.to(torch::kCPU).contiguous();
+  }
+
+  void collect(const c10::IValue& list, const std::string& what, std::vector<TensorView>& out,
+               bool keep_device) {
+    if (!list.isList() && !list.isTensorList())
+      fail(backbone_file_ + ": " + what + " output is not a list of tensors");
+    auto items = list.toListRef();
+    out.clear();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      held_backbone_.push_back(
+          checked(items[i], what + "[" + std::to_string(i) + "]", backbone_file_, 4));
+      out.push_back(view_of(held_backbone_.back()));
+      if (keep_device) device_features_.push_back(items[i].toTensor());
+    }
+  }
+
+  c10::Device device_;
+  int intra_op_threads_;
+  std::string backbone_file_, box_head_file_, mask_head_file_;
+  torch::jit::Module backbone_, box_head_;
+  std::vector<at::Tensor> held_backbone_, device_features_;
+  at::Tensor held_head_[2];
+};
+
+}  // namespace detail
+
+}  // namespace rcnn

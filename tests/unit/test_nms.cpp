@@ -151,6 +151,33 @@ TEST_CASE("BitmaskNms equals GreedyNms on random inputs") {
   }
 }
 
+TEST_CASE("nms_sort orders exactly as NmsScoreOrder (NaN, signed zeros, infinities, ties)") {
+  std::mt19937 rng(99);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const float specials[] = {nan, -nan, 0.f, -0.f, inf, -inf, 1.f, -1.f,
+                            std::numeric_limits<float>::denorm_min(),
+                            -std::numeric_limits<float>::denorm_min(),
+                            std::numeric_limits<float>::max(), std::numeric_limits<float>::lowest()};
+  std::vector<std::uint64_t> keys;
+  for (int trial = 0; trial < 50; ++trial) {
+    const std::size_t n = std::size_t(rng() % 300);
+    std::vector<float> scores(n);
+    std::uniform_real_distribution<float> u(-3.f, 3.f);
+    for (auto& s : scores) {
+      const unsigned pick = rng() % 4;
+      s = pick == 0 ? specials[rng() % std::size(specials)]
+                    : (pick == 1 ? std::round(u(rng)) : u(rng));  // ties and plain values
+    }
+    std::vector<int> expected(n), got(n);
+    for (std::size_t i = 0; i < n; ++i) expected[i] = int(i);
+    std::sort(expected.begin(), expected.end(), rcnn::detail::NmsScoreOrder{scores.data()});
+    rcnn::detail::nms_sort(scores.data(), n, keys, got.data());
+    CAPTURE(trial);
+    CHECK(got == expected);
+  }
+}
+
 TEST_CASE("batched_nms: groups never suppress each other; policies agree") {
   std::mt19937 rng(777);
   rcnn::GreedyNms greedy;

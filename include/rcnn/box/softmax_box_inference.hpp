@@ -4,6 +4,7 @@
 /// top-k per image (Detectron2 `fast_rcnn_inference_single_image`, torchvision
 /// `RoIHeads.postprocess_detections`).
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <vector>
@@ -48,22 +49,35 @@ struct SoftmaxBoxInference {
                   std::vector<Detection>& out) const {
     const int K = cfg.num_classes;
     const int R = int(proposals.size());
-    detail::require(head.rows >= R, "box inference: box head returned " +
-                                        std::to_string(head.rows) + " rows for " +
-                                        std::to_string(R) + " proposals");
-    detail::require(head.logits_width == K + 1,
-                    "box inference: class_logits has " + std::to_string(head.logits_width) +
-                        " columns, expected num_classes + 1 = " + std::to_string(K + 1));
+    detail::require(head.rows >= R, [&] {
+      return "box inference: box head returned " + std::to_string(head.rows) + " rows for " +
+             std::to_string(R) + " proposals";
+    });
+    detail::require(head.logits_width == K + 1, [&] {
+      return "box inference: class_logits has " + std::to_string(head.logits_width) +
+             " columns, expected num_classes + 1 = " + std::to_string(K + 1);
+    });
     const bool agnostic = cfg.class_agnostic_box_regression;
     const int expected_deltas = agnostic ? 4 : (cfg.background_first ? 4 * (K + 1) : 4 * K);
-    detail::require(head.deltas_width == expected_deltas,
-                    "box inference: box_deltas has " + std::to_string(head.deltas_width) +
-                        " columns, expected " + std::to_string(expected_deltas));
+    detail::require(head.deltas_width == expected_deltas, [&] {
+      return "box inference: box_deltas has " + std::to_string(head.deltas_width) +
+             " columns, expected " + std::to_string(expected_deltas);
+    });
     const BoxCoder coder{cfg.box_weights, cfg.scale_clamp};
     const int first_fg = cfg.background_first ? 1 : 0;
     ws.probs.resize(std::size_t(K) + 1);
     ws.candidates.clear();
     ws.candidate_classes.clear();
+    // Capacity for the most candidates R proposals can give (R * K), and for the output, so
+    // that images with the same number of proposals never grow the workspace again.
+    const std::size_t most = std::size_t(R) * std::size_t(std::max(K, 0));
+    ws.candidates.boxes.reserve(most);
+    ws.candidates.scores.reserve(most);
+    ws.candidate_classes.reserve(most);
+    ws.keep.reserve(most);
+    ws.nms.reserve(most);
+    detail::reserve_nms(nms, most);
+    out.reserve(std::min(most, std::size_t(std::max(cfg.detections_per_image, 0))));
     for (int r = 0; r < R; ++r) {
       const float* logits = head.class_logits + std::size_t(r) * head.logits_width;
       if (!softmax(logits, K + 1, ws.probs.data())) continue;

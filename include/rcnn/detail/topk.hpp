@@ -1,9 +1,13 @@
 #pragma once
 /// \file topk.hpp
-/// Top-k selection by score: nth_element + sort of the k winners, O(n + k log k).
+/// Top-k selection by score: radix selection on order-preserving integer keys, then a sort
+/// of the k winners; O(n + k log k).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -22,18 +26,65 @@ struct ScoreDescending {
   }
 };
 
-/// Writes into `idx` the indices of the `k` highest scores, sorted descending.
-inline void topk_indices(std::span<const float> scores, std::size_t k, std::vector<int>& idx) {
+/// A 32-bit key whose ascending order is `ScoreDescending`'s order of scores: descending,
+/// -0 equal to +0, NaN last (0xFFFFFFFF, which no number maps to). Ties (equal keys) are
+/// broken by the index, as `ScoreDescending` does.
+inline std::uint32_t score_descending_key(float score) {
+  if (std::isnan(score)) return 0xFFFFFFFFu;
+  const float s = score == 0.f ? 0.f : score;  // -0 -> +0
+  std::uint32_t u;
+  std::memcpy(&u, &s, sizeof u);
+  const std::uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return ~ascending;
+}
+
+/// Scratch of `topk_indices`, sized by the input (n) and then reused.
+struct TopKWorkspace {
+  std::array<std::uint32_t, 2048> histogram{};
+  std::vector<std::uint64_t> selected;  ///< (key << 32 | index) of the winners' buckets
+};
+
+/// Writes into `idx` the indices of the `k` highest scores, sorted by `ScoreDescending`
+/// (descending score, ties by ascending index, NaN last): the first k of a full
+/// `ScoreDescending` sort.
+///
+/// Algorithm: a histogram of the keys' top 11 bits finds the bucket holding the k-th key;
+/// the (key, index) pairs of that bucket and the ones before it are gathered as 64-bit
+/// integers, cut to k with `nth_element` and sorted. Two passes over the scores and no
+/// comparator calls on the losers. `ws.selected` is reserved for n entries, so a stream
+/// of inputs of one size allocates only on the first call.
+inline void topk_indices(std::span<const float> scores, std::size_t k, std::vector<int>& idx,
+                         TopKWorkspace& ws) {
   const std::size_t n = scores.size();
   k = std::min(k, n);
-  idx.resize(n);
-  for (std::size_t i = 0; i < n; ++i) idx[i] = int(i);
-  ScoreDescending cmp{scores.data()};
-  if (k < n) {
-    std::nth_element(idx.begin(), idx.begin() + std::ptrdiff_t(k), idx.end(), cmp);
-    idx.resize(k);
+  idx.resize(k);
+  if (k == 0) return;
+  constexpr int kShift = 32 - 11;
+  ws.histogram.fill(0);
+  for (std::size_t i = 0; i < n; ++i) ++ws.histogram[score_descending_key(scores[i]) >> kShift];
+  std::uint32_t boundary = 0;
+  std::size_t count = 0;  // entries in buckets <= boundary
+  while ((count += ws.histogram[boundary]) < k) ++boundary;
+  ws.selected.reserve(n);
+  ws.selected.resize(count);
+  std::uint64_t* out = ws.selected.data();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t key = score_descending_key(scores[i]);
+    if ((key >> kShift) <= boundary) *out++ = (std::uint64_t(key) << 32) | std::uint32_t(i);
   }
-  std::sort(idx.begin(), idx.end(), cmp);
+  if (count > k) {
+    std::nth_element(ws.selected.begin(), ws.selected.begin() + std::ptrdiff_t(k),
+                     ws.selected.end());
+    ws.selected.resize(k);
+  }
+  std::sort(ws.selected.begin(), ws.selected.end());
+  for (std::size_t i = 0; i < k; ++i) idx[i] = int(std::uint32_t(ws.selected[i]));
+}
+
+/// As above with a temporary workspace (allocates; for one-off calls and tests).
+inline void topk_indices(std::span<const float> scores, std::size_t k, std::vector<int>& idx) {
+  TopKWorkspace ws;
+  topk_indices(scores, k, idx, ws);
 }
 
 /// Indices 0..n-1 sorted by descending score (stable on ties).

@@ -23,7 +23,28 @@ struct BatchedNmsWorkspace {
   std::vector<Box> boxes;         ///< one group's boxes
   std::vector<float> scores;      ///< one group's scores
   std::vector<int> group_keep;    ///< one group's NMS result (indices into the group)
+  std::vector<std::uint64_t> keys;  ///< sort keys of the final order (detail::nms_sort_key)
+
+  /// Capacity for inputs of up to `n` boxes: later calls with at most `n` boxes (and group
+  /// ids spanning at most n + 1024 values) allocate nothing here.
+  void reserve(std::size_t n) {
+    perm.reserve(n);
+    counts.reserve(n + 1025);
+    boxes.reserve(n);
+    scores.reserve(n);
+    group_keep.reserve(n);
+    keys.reserve(n);
+  }
 };
+
+namespace detail {
+/// Calls `nms.reserve(n)` when the NMS policy has one (BitmaskNms), so that its own scratch
+/// is sized up front too; a no-op for stateless policies.
+template <class Nms>
+void reserve_nms(Nms& nms, std::size_t n) {
+  if constexpr (requires { nms.reserve(n); }) nms.reserve(n);
+}
+}  // namespace detail
 
 /// Batched NMS: boxes only suppress boxes with the same `groups` id.
 ///
@@ -99,7 +120,12 @@ void batched_nms(Nms& nms, std::span<const Box> boxes, std::span<const float> sc
     for (const int k : ws.group_keep) keep.push_back(perm[begin + std::size_t(k)]);
     begin = end;
   }
-  std::sort(keep.begin(), keep.end(), detail::NmsScoreOrder{scores.data()});
+  // Final order: detail::NmsScoreOrder, sorted as integer keys.
+  ws.keys.resize(keep.size());
+  for (std::size_t i = 0; i < keep.size(); ++i)
+    ws.keys[i] = detail::nms_sort_key(scores[std::size_t(keep[i])], keep[i]);
+  std::sort(ws.keys.begin(), ws.keys.end());
+  for (std::size_t i = 0; i < keep.size(); ++i) keep[i] = int(std::uint32_t(ws.keys[i]));
 }
 
 }  // namespace rcnn

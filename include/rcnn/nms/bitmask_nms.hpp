@@ -14,6 +14,10 @@
 #include "../types.hpp"
 #include "greedy_nms.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace rcnn {
 
 namespace detail {
@@ -39,6 +43,7 @@ inline std::uint64_t pack_flag_bytes(const std::uint8_t* flags) {
 
 /// Scratch of `BitmaskNms`, grown to the largest input seen and then reused.
 struct BitmaskNmsWorkspace {
+  std::vector<std::uint64_t> keys;      ///< sort keys (detail::nms_sort_key)
   std::vector<int> order;               ///< visiting order (sorted indices)
   std::vector<float> x1, y1, x2, y2;    ///< sorted boxes, SoA, padded to a multiple of 64
   std::vector<float> area;              ///< their areas (x2 - x1) * (y2 - y1)
@@ -48,14 +53,15 @@ struct BitmaskNmsWorkspace {
 /// Bitmask NMS: the faster policy, output identical to `GreedyNms` (same keep list, same
 /// order, NaN scores and degenerate boxes included; see GreedyNms for the semantics).
 ///
-/// Algorithm: sort once (`detail::NmsScoreOrder`), copy the sorted boxes into padded SoA
-/// arrays, then sweep the sorted boxes once. The suppression state is a bitmask (64 boxes
-/// per word). When box i is kept, its IoU row against the sorted boxes from i's block on is
-/// computed in blocks of 64 columns by a branch-free SoA loop (the compiler vectorises it;
-/// each lane does the kernel's float operations in the kernel's order, and the double
-/// threshold test is replaced by the equivalent float test against
-/// `detail::float_threshold_below`), turned into a 64-bit mask and OR-ed into the suppressed
-/// bits. Blocks already fully suppressed are skipped. This is the classic bitmask scheme
+/// Algorithm: sort once (`detail::NmsScoreOrder`, as 64-bit integer keys:
+/// `detail::nms_sort_key`), copy the sorted boxes into padded SoA arrays, then sweep the
+/// sorted boxes once. The suppression state is a bitmask (64 boxes per word). When box i is
+/// kept, its IoU row against the sorted boxes from i's block on is computed in blocks of 64
+/// columns by a branch-free SoA loop (SSE2 where available, 4 lanes and a movemask per 4
+/// columns; otherwise a loop the compiler vectorises; each lane does the kernel's float
+/// operations in the kernel's order, and the double threshold test is replaced by the
+/// equivalent float test against `detail::float_threshold_below`), giving a 64-bit mask
+/// that is OR-ed into the suppressed bits. Blocks already fully suppressed are skipped. This is the classic bitmask scheme
 /// with the row masks computed lazily, only for kept rows, and consumed at once, so no
 /// N x N/64 mask matrix is stored and rows of suppressed boxes are never computed. Bits
 /// for columns at or before i, or beyond N, may be set; they are never read again.
@@ -66,6 +72,16 @@ struct BitmaskNmsWorkspace {
 struct BitmaskNms {
   mutable BitmaskNmsWorkspace ws{};
 
+  /// Capacity for inputs of up to `n` boxes (later calls with at most n boxes allocate
+  /// nothing; `keep` is the caller's).
+  void reserve(std::size_t n) const {
+    const std::size_t padded = (n + kBlock - 1) / kBlock * kBlock;
+    ws.keys.reserve(n);
+    ws.order.reserve(n);
+    for (auto* v : {&ws.x1, &ws.y1, &ws.x2, &ws.y2, &ws.area}) v->reserve(padded);
+    ws.removed.reserve(padded / kBlock);
+  }
+
   void operator()(std::span<const Box> boxes, std::span<const float> scores,
                   double iou_threshold, std::vector<int>& keep) const {
     detail::check_nms_inputs(boxes, scores, "BitmaskNms");
@@ -73,14 +89,12 @@ struct BitmaskNms {
     const std::size_t n = boxes.size();
     if (n == 0) return;
     keep.reserve(n);
-    constexpr std::size_t kBlock = 64;
     const std::size_t nblocks = (n + kBlock - 1) / kBlock;
     const std::size_t padded = nblocks * kBlock;
 
     std::vector<int>& order = ws.order;
     order.resize(n);
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), detail::NmsScoreOrder{scores.data()});
+    detail::nms_sort(scores.data(), n, ws.keys, order.data());
 
     ws.x1.resize(padded);
     ws.y1.resize(padded);
@@ -107,7 +121,6 @@ struct BitmaskNms {
     std::uint64_t* removed = ws.removed.data();
     const float thr = detail::float_threshold_below(iou_threshold);
 
-    alignas(64) std::uint8_t flags[kBlock];
     for (std::size_t i = 0; i < n; ++i) {
       const std::size_t bi = i / kBlock;
       if ((removed[bi] >> (i % kBlock)) & 1u) continue;
@@ -116,25 +129,59 @@ struct BitmaskNms {
       for (std::size_t b = bi; b < nblocks; ++b) {
         if (removed[b] == ~std::uint64_t(0)) continue;
         const std::size_t base = b * kBlock;
-        for (std::size_t l = 0; l < kBlock; ++l) {
-          const std::size_t j = base + l;
-          const float xx1 = (ix1 < x1[j]) ? x1[j] : ix1;  // std::max(ix1, x1[j])
-          const float yy1 = (iy1 < y1[j]) ? y1[j] : iy1;
-          const float xx2 = (x2[j] < ix2) ? x2[j] : ix2;  // std::min(ix2, x2[j])
-          const float yy2 = (y2[j] < iy2) ? y2[j] : iy2;
-          const float dw = xx2 - xx1, dh = yy2 - yy1;
-          const float w = (0.f < dw) ? dw : 0.f;  // std::max(0.f, dw)
-          const float h = (0.f < dh) ? dh : 0.f;
-          const float inter = w * h;
-          const float ovr = inter / (iarea + area[j] - inter);
-          flags[l] = std::uint8_t(ovr > thr);
-        }
-        std::uint64_t mask = 0;
-        for (std::size_t g = 0; g < kBlock / 8; ++g)
-          mask |= detail::pack_flag_bytes(flags + 8 * g) << (8 * g);
-        removed[b] |= mask;
+        removed[b] |= block_mask(ix1, iy1, ix2, iy2, iarea, x1 + base, y1 + base, x2 + base,
+                                 y2 + base, area + base, thr);
       }
     }
+  }
+
+ private:
+  static constexpr std::size_t kBlock = 64;
+
+  /// Bit l set when box (ix1, iy1, ix2, iy2) suppresses box l of the block: the kernel's
+  /// IoU in float32, in its order, compared with `thr` (see float_threshold_below).
+  static std::uint64_t block_mask(float ix1, float iy1, float ix2, float iy2, float iarea,
+                                  const float* x1, const float* y1, const float* x2,
+                                  const float* y2, const float* area, float thr) {
+#if defined(__SSE2__)
+    // maxps(a, b) is `(a > b) ? a : b` and minps(a, b) `(a < b) ? a : b` (the second operand
+    // when either is NaN): exactly the kernel's std::max(i, j) = (i < j) ? j : i and
+    // std::min(i, j) = (j < i) ? j : i with the arguments in this order.
+    const __m128 vx1 = _mm_set1_ps(ix1), vy1 = _mm_set1_ps(iy1), vx2 = _mm_set1_ps(ix2),
+                 vy2 = _mm_set1_ps(iy2), va = _mm_set1_ps(iarea), vt = _mm_set1_ps(thr),
+                 zero = _mm_setzero_ps();
+    std::uint64_t mask = 0;
+    for (std::size_t l = 0; l < kBlock; l += 4) {
+      const __m128 xx1 = _mm_max_ps(_mm_loadu_ps(x1 + l), vx1);
+      const __m128 yy1 = _mm_max_ps(_mm_loadu_ps(y1 + l), vy1);
+      const __m128 xx2 = _mm_min_ps(_mm_loadu_ps(x2 + l), vx2);
+      const __m128 yy2 = _mm_min_ps(_mm_loadu_ps(y2 + l), vy2);
+      const __m128 w = _mm_max_ps(_mm_sub_ps(xx2, xx1), zero);
+      const __m128 h = _mm_max_ps(_mm_sub_ps(yy2, yy1), zero);
+      const __m128 inter = _mm_mul_ps(w, h);
+      const __m128 ovr = _mm_div_ps(inter, _mm_sub_ps(_mm_add_ps(va, _mm_loadu_ps(area + l)), inter));
+      mask |= std::uint64_t(_mm_movemask_ps(_mm_cmpgt_ps(ovr, vt))) << l;
+    }
+    return mask;
+#else
+    alignas(64) std::uint8_t flags[kBlock];
+    for (std::size_t l = 0; l < kBlock; ++l) {
+      const float xx1 = (ix1 < x1[l]) ? x1[l] : ix1;  // std::max(ix1, x1[l])
+      const float yy1 = (iy1 < y1[l]) ? y1[l] : iy1;
+      const float xx2 = (x2[l] < ix2) ? x2[l] : ix2;  // std::min(ix2, x2[l])
+      const float yy2 = (y2[l] < iy2) ? y2[l] : iy2;
+      const float dw = xx2 - xx1, dh = yy2 - yy1;
+      const float w = (0.f < dw) ? dw : 0.f;  // std::max(0.f, dw)
+      const float h = (0.f < dh) ? dh : 0.f;
+      const float inter = w * h;
+      const float ovr = inter / (iarea + area[l] - inter);
+      flags[l] = std::uint8_t(ovr > thr);
+    }
+    std::uint64_t mask = 0;
+    for (std::size_t g = 0; g < kBlock / 8; ++g)
+      mask |= detail::pack_flag_bytes(flags + 8 * g) << (8 * g);
+    return mask;
+#endif
   }
 };
 

@@ -6,6 +6,8 @@
 #include <climits>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <span>
 #include <string>
@@ -33,6 +35,32 @@ struct NmsScoreOrder {
     return a < b;
   }
 };
+
+/// A 64-bit key whose ascending order is `NmsScoreOrder`'s: the high 32 bits order the
+/// scores descending with NaN first and -0 equal to +0, the low 32 bits are the index (the
+/// tie-break). Sorting these integers replaces sorting indices with a comparator that
+/// loads two scores and tests them for NaN at every comparison.
+inline std::uint64_t nms_sort_key(float score, int index) {
+  std::uint32_t k = 0;  // NaN: before every number
+  if (!std::isnan(score)) {
+    std::uint32_t u;
+    const float s = score == 0.f ? 0.f : score;  // -0 -> +0
+    std::memcpy(&u, &s, sizeof u);
+    const std::uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    k = ~ascending;  // descending; never 0 for a number
+  }
+  return (std::uint64_t(k) << 32) | std::uint32_t(index);
+}
+
+/// Writes into order[0 .. n) the indices 0 .. n-1 in `NmsScoreOrder` (descending score, NaN
+/// first, ties by index), sorting 64-bit keys (`keys` is scratch, resized to n).
+inline void nms_sort(const float* scores, std::size_t n, std::vector<std::uint64_t>& keys,
+                     int* order) {
+  keys.resize(n);
+  for (std::size_t i = 0; i < n; ++i) keys[i] = nms_sort_key(scores[i], int(i));
+  std::sort(keys.begin(), keys.end());
+  for (std::size_t i = 0; i < n; ++i) order[i] = int(std::uint32_t(keys[i]));
+}
 
 /// Checks the NMS inputs; throws rcnn::Error (message built only on failure).
 inline void check_nms_inputs(std::span<const Box> boxes, std::span<const float> scores,

@@ -4,6 +4,7 @@
 /// level, post-NMS top-k (Detectron2 `find_top_rpn_proposals`, torchvision
 /// `RegionProposalNetwork.filter_proposals`).
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <vector>
@@ -32,6 +33,7 @@ struct ProposalWorkspace {
   std::vector<int> candidate_levels;
   std::vector<int> keep;
   BatchedNmsWorkspace nms;
+  detail::TopKWorkspace topk;
 };
 
 /// Reference proposal selector. Settings come from the bundle's `rpn` object:
@@ -49,21 +51,36 @@ struct TopKProposalSelector {
     const bool use_sigmoid = cfg.nms_scores == RpnConfig::NmsScores::sigmoid;
     ws.candidates.clear();
     ws.candidate_levels.clear();
+    // Capacity for the most candidates these inputs can give (per level min(top-k, A*H*W)),
+    // so that images of one size never grow the workspace after the first.
+    std::size_t most = 0;
+    for (const RpnLevelInput& in : levels)
+      most += std::min(in.objectness.size(), std::size_t(std::max(cfg.pre_nms_topk, 0)));
+    ws.candidates.boxes.reserve(most);
+    ws.candidates.scores.reserve(most);
+    ws.candidate_levels.reserve(most);
+    ws.keep.reserve(most);
+    ws.nms.reserve(most);
+    detail::reserve_nms(nms, most);
+    const std::size_t most_out = std::min(most, std::size_t(std::max(cfg.post_nms_topk, 0)));
+    out.boxes.reserve(most_out);
+    out.scores.reserve(most_out);
     for (std::size_t l = 0; l < levels.size(); ++l) {
       const RpnLevelInput& in = levels[l];
       const int A = in.objectness.channels, H = in.objectness.height, W = in.objectness.width;
       const std::size_t hw = std::size_t(H) * W;
       const std::size_t n = hw * std::size_t(A);
-      detail::require(in.anchors.size() == n, "proposals: level " + std::to_string(l) +
-                                                  " has " + std::to_string(in.anchors.size()) +
-                                                  " anchors, expected " + std::to_string(n));
+      detail::require(in.anchors.size() == n, [&] {
+        return "proposals: level " + std::to_string(l) + " has " +
+               std::to_string(in.anchors.size()) + " anchors, expected " + std::to_string(n);
+      });
       // Gather logits into the heads' (y, x, a) order.
       ws.level_scores.resize(n);
       for (int a = 0; a < A; ++a) {
         const float* src = in.objectness.data + std::size_t(a) * hw;
         for (std::size_t p = 0; p < hw; ++p) ws.level_scores[p * A + a] = src[p];
       }
-      detail::topk_indices(ws.level_scores, std::size_t(cfg.pre_nms_topk), ws.order);
+      detail::topk_indices(ws.level_scores, std::size_t(cfg.pre_nms_topk), ws.order, ws.topk);
       for (int i : ws.order) {
         const std::size_t p = std::size_t(i) / A;
         const std::size_t a = std::size_t(i) % A;

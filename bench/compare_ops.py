@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""rcnn's native stages versus torchvision 0.14's CPU ops, measured in one run.
+
+1. ``rcnn-bench-stages --dump-inputs DIR`` writes the benchmark inputs;
+2. ``bench/torchvision_ops.py`` times torchvision's roi_align / nms / batched_nms on them;
+3. ``rcnn-bench-stages`` (Google Benchmark, JSON) times every native stage;
+4. a table pairs each torchvision op with the rcnn stage computing the same thing, with
+   ``speed-up = torchvision time / rcnn time``.
+
+Both sides report the median of ``--repetitions`` repetitions of the mean wall time per call.
+The machine (CPU model, load average before and after, BLAS) is printed with the table;
+``--markdown`` prints the table as Markdown (for docs/performance.md), ``--json FILE`` keeps
+all raw numbers. Usage: ``make bench-ops`` or
+``/usr/bin/python3 bench/compare_ops.py --build build``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from machine import machine_info  # noqa: E402
+
+#: (label, size, threads, rcnn benchmark, torchvision op, rcnn reference benchmark or None)
+PAIRS: List[Tuple[str, str, int, str, str, Optional[str]]] = []
+for t in (1, 2):
+    PAIRS.append(("RoIAlign P2-P5, 256 ch, 7x7", "1000 RoIs", t, f"OmpRoIAlign/1000/{t}",
+                  f"tv.roi_align/1000/{t}", "RoIAlignRef/1000/1"))
+for n in (1000, 2000, 4000, 6000):
+    PAIRS.append(("NMS (IoU 0.7)", f"{n} boxes", 1, f"BitmaskNms/{n}", f"tv.nms/{n}/1", f"GreedyNms/{n}"))
+for n in (1000, 2000, 4000, 6000):
+    PAIRS.append(("batched NMS, 5 levels (0.7)", f"{n} boxes", 1, f"BatchedNms.levels/{n}",
+                  f"tv.batched_nms.levels/{n}/1", None))
+for n in (1000, 2000, 4000, 6000):
+    PAIRS.append(("batched NMS, 80 classes (0.5)", f"{n} boxes", 1, f"BatchedNms.classes/{n}",
+                  f"tv.batched_nms.classes/{n}/1", None))
+
+#: Native stages without a torchvision op of their own (timed, no ratio).
+STAGES_ONLY = [
+    ("proposal selection P2-P6, 800x800", "Proposals/800x800/1"),
+    ("level assignment", "AssignLevels/1000/1"),
+    ("box inference 1000 x 81", "BoxInference/1000x81/1"),
+    ("postprocess (100 detections)", "Postprocess/100/1"),
+    ("anchors P2-P6, 800x800 (once per size)", "Anchors/800x800/1"),
+    ("Pillow resize 480x640 -> 800x1066", "PilResize/480x640-800x1066/1"),
+    ("torch resize 480x640 -> 800x1066", "TorchResize/480x640-800x1066/1"),
+    ("Detectron2Preprocess 480x640", "Detectron2Preprocess/480x640/1"),
+    ("TorchvisionPreprocess 480x640", "TorchvisionPreprocess/480x640/1"),
+]
+
+
+def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str) -> Dict[str, float]:
+    """Median wall time per call (ms) of every rcnn-bench-stages benchmark."""
+    cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
+           "--benchmark_report_aggregates_only=true", f"--benchmark_min_time={min_time}"]
+    if filter_:
+        cmd.append(f"--benchmark_filter={filter_}")
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    data = json.loads(out)
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
+    result: Dict[str, float] = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name") != "median":
+            continue
+        name = b["run_name"]
+        if name.endswith("/real_time"):
+            name = name[: -len("/real_time")]
+        result[name] = b["real_time"] * scale[b["time_unit"]]
+    return result
+
+
+def fmt(ms: Optional[float]) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build", default="build", help="CMake build directory (default: build)")
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds per repetition")
+    parser.add_argument("--filter", default="", help="regex passed to --benchmark_filter (rcnn side)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    parser.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    args = parser.parse_args(argv)
+
+    binary = os.path.join(args.build, "bin", "rcnn-bench-stages")
+    if not os.path.exists(binary):
+        print(f"{binary} not found: build it (cmake --build {args.build} --target rcnn-bench-stages)", file=sys.stderr)
+        return 2
+    before = machine_info()
+    with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as inputs:
+        subprocess.run([binary, "--dump-inputs", inputs], check=True, stdout=subprocess.DEVNULL)
+        print("timing torchvision ops ...", file=sys.stderr)
+        tv_out = subprocess.run([sys.executable, os.path.join(HERE, "torchvision_ops.py"), "--inputs", inputs,
+                                 "--repetitions", str(args.repetitions), "--min-time", str(args.min_time)],
+                                check=True, stdout=subprocess.PIPE, text=True).stdout
+        tv = json.loads(tv_out)
+        print("timing rcnn stages ...", file=sys.stderr)
+        rc = run_rcnn(binary, args.repetitions, args.min_time, args.filter)
+    after = machine_info()
+
+    tv_ms = {k: v["ms"] for k, v in tv["ops"].items()}
+    rows = []
+    for label, size, threads, ours, theirs, ref in PAIRS:
+        a, b = rc.get(ours), tv_ms.get(theirs)
+        rows.append({"op": label, "size": size, "threads": threads, "rcnn": ours, "rcnn_ms": a,
+                     "torchvision": theirs, "torchvision_ms": b, "reference": ref,
+                     "reference_ms": rc.get(ref) if ref else None,
+                     "speedup": (b / a) if a and b else None})
+    stages = [{"stage": label, "benchmark": name, "ms": rc.get(name)} for label, name in STAGES_ONLY]
+
+    header = ["op", "size", "threads", "rcnn ms", "torchvision ms", "speed-up", "rcnn reference ms"]
+    table = [[r["op"], r["size"], str(r["threads"]), fmt(r["rcnn_ms"]), fmt(r["torchvision_ms"]),
+              f"{r['speedup']:.2f}x" if r["speedup"] else "-", fmt(r["reference_ms"])] for r in rows]
+    stage_header = ["stage (no torchvision op)", "rcnn ms"]
+    stage_table = [[s["stage"], fmt(s["ms"])] for s in stages]
+
+    def show(h: List[str], t: List[List[str]]) -> None:
+        if args.markdown:
+            print("| " + " | ".join(h) + " |")
+            print("|" + "|".join("---" for _ in h) + "|")
+            for row in t:
+                print("| " + " | ".join(row) + " |")
+        else:
+            widths = [max(len(h[i]), *(len(row[i]) for row in t)) for i in range(len(h))]
+            print("  ".join(h[i].ljust(widths[i]) for i in range(len(h))))
+            for row in t:
+                print("  ".join(row[i].ljust(widths[i]) for i in range(len(h))))
+        print()
+
+    print(f"machine: {before['cpu']}, {before['cores']} cores; BLAS: {before['blas']}")
+    print(f"load average before: {before['load']}, after: {after['load']}")
+    print(f"torch {tv['torch']}, torchvision {tv['torchvision']} ({tv['parallel']}); "
+          f"{platform.python_implementation()} {platform.python_version()}")
+    print(f"times: median of {args.repetitions} repetitions of the mean wall time per call\n")
+    show(header, table)
+    show(stage_header, stage_table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine_before": before, "machine_after": after, "pairs": rows, "stages": stages,
+                       "rcnn": rc, "torchvision": tv}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

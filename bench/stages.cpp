@@ -1,0 +1,319 @@
+// rcnn-bench-stages: Google Benchmark microbenchmarks of every native stage at the sizes of an
+// 800 x 800 Faster R-CNN input (bench/workloads.hpp). bench/compare_ops.py runs it next to
+// bench/torchvision_ops.py (torchvision's CPU ops on the same inputs) and prints the ratios.
+//
+//   rcnn-bench-stages [google benchmark flags]        run (e.g. --benchmark_filter=RoIAlign)
+//   rcnn-bench-stages --dump-inputs DIR               write the inputs for torchvision_ops.py
+//
+// Benchmark names: <Stage>/<size>/<threads>; times are wall-clock (UseRealTime) per call.
+
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <rcnn/anchors/grid_anchor_generator.hpp>
+#include <rcnn/box/softmax_box_inference.hpp>
+#include <rcnn/nms/batched_nms.hpp>
+#include <rcnn/nms/bitmask_nms.hpp>
+#include <rcnn/nms/greedy_nms.hpp>
+#include <rcnn/postprocess/rescale_postprocess.hpp>
+#include <rcnn/preprocess/pil_resize.hpp>
+#include <rcnn/preprocess/preprocess.hpp>
+#include <rcnn/preprocess/torch_resize.hpp>
+#include <rcnn/proposals/topk_proposal_selector.hpp>
+#include <rcnn/roi_align/level_mapper.hpp>
+#include <rcnn/roi_align/omp_roi_align.hpp>
+#include <rcnn/roi_align/roi_align_ref.hpp>
+
+#include "workloads.hpp"
+
+namespace {
+
+using namespace rcnn_bench;
+
+const std::vector<int> kNmsSizes = {1000, 2000, 4000, 6000};
+
+const RoIAlignWorkload& roi_workload() {
+  static const RoIAlignWorkload w;
+  return w;
+}
+
+const NmsWorkload& nms_workload(std::size_t n) {
+  static std::vector<NmsWorkload> all = [] {
+    std::vector<NmsWorkload> v;
+    for (int s : kNmsSizes) v.emplace_back(std::size_t(s));
+    return v;
+  }();
+  for (std::size_t i = 0; i < kNmsSizes.size(); ++i)
+    if (std::size_t(kNmsSizes[i]) == n) return all[i];
+  std::fprintf(stderr, "no NMS workload of %zu boxes\n", n);
+  std::abort();
+}
+
+// ---- RoIAlign: 1000 RoIs, P2..P5, 256 channels, 7 x 7, adaptive sampling, aligned --------
+
+void BM_RoIAlignRef(benchmark::State& state) {
+  const RoIAlignWorkload& w = roi_workload();
+  std::vector<float> out(w.out_size());
+  const rcnn::RoIAlignRef pool;
+  for (auto _ : state) {
+    pool(w.views, w.scales, w.rois, w.levels, w.cfg, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["rois"] = double(w.rois.size());
+}
+BENCHMARK(BM_RoIAlignRef)->Name("RoIAlignRef/1000/1")->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_OmpRoIAlign(benchmark::State& state) {
+  const RoIAlignWorkload& w = roi_workload();
+  std::vector<float> out(w.out_size());
+  rcnn::OmpRoIAlign pool;
+  pool.num_threads = int(state.range(0));
+  for (auto _ : state) {
+    pool(w.views, w.scales, w.rois, w.levels, w.cfg, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_OmpRoIAlign)->Name("OmpRoIAlign/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Level assignment of the same 1000 RoIs (part of the pooling stage in the frameworks).
+void BM_AssignLevels(benchmark::State& state) {
+  const RoIAlignWorkload& w = roi_workload();
+  std::vector<int> levels(w.rois.size());
+  for (auto _ : state) {
+    rcnn::assign_levels(w.rois, w.cfg, 2, 5, levels);
+    benchmark::DoNotOptimize(levels.data());
+  }
+}
+BENCHMARK(BM_AssignLevels)->Name("AssignLevels/1000/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// ---- NMS over 1000-6000 boxes (IoU 0.7) -----------------------------------------------------
+
+template <class Nms>
+void BM_Nms(benchmark::State& state) {
+  const NmsWorkload& w = nms_workload(std::size_t(state.range(0)));
+  Nms nms;
+  std::vector<int> keep;
+  for (auto _ : state) {
+    nms(w.boxes, w.scores, 0.7, keep);
+    benchmark::DoNotOptimize(keep.data());
+  }
+  state.counters["kept"] = double(keep.size());
+}
+void nms_sizes(benchmark::internal::Benchmark* b) {
+  for (int n : kNmsSizes) b->Arg(n);
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+BENCHMARK_TEMPLATE(BM_Nms, rcnn::GreedyNms)->Name("GreedyNms")->Apply(nms_sizes);
+BENCHMARK_TEMPLATE(BM_Nms, rcnn::BitmaskNms)->Name("BitmaskNms")->Apply(nms_sizes);
+
+// Batched NMS: per RPN level (5 groups, IoU 0.7) and per class (80 groups, IoU 0.5).
+template <bool kPerClass>
+void BM_BatchedNms(benchmark::State& state) {
+  const NmsWorkload& w = nms_workload(std::size_t(state.range(0)));
+  rcnn::BitmaskNms nms;
+  rcnn::BatchedNmsWorkspace ws;
+  std::vector<int> keep;
+  const std::vector<int>& groups = kPerClass ? w.classes : w.levels;
+  const double iou = kPerClass ? 0.5 : 0.7;
+  for (auto _ : state) {
+    rcnn::batched_nms(nms, w.boxes, w.scores, groups, iou, keep, ws);
+    benchmark::DoNotOptimize(keep.data());
+  }
+  state.counters["kept"] = double(keep.size());
+}
+BENCHMARK_TEMPLATE(BM_BatchedNms, false)->Name("BatchedNms.levels")->Apply(nms_sizes);
+BENCHMARK_TEMPLATE(BM_BatchedNms, true)->Name("BatchedNms.classes")->Apply(nms_sizes);
+
+// ---- Proposal selection over P2..P6 at 800 x 800 (Detectron2 RPN settings) -----------------
+
+void BM_Proposals(benchmark::State& state) {
+  static const ProposalWorkload w;
+  const rcnn::TopKProposalSelector select;
+  rcnn::BitmaskNms nms;
+  rcnn::ProposalWorkspace ws;
+  rcnn::ScoredBoxes out;
+  for (auto _ : state) {
+    select(w.inputs, w.image, w.rpn, nms, ws, out);
+    benchmark::DoNotOptimize(out.boxes.data());
+  }
+  state.counters["proposals"] = double(out.size());
+}
+BENCHMARK(BM_Proposals)->Name("Proposals/800x800/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// ---- Anchors of P2..P6 at 800 x 800 (computed once per input size in a Detector) ----------
+
+void BM_Anchors(benchmark::State& state) {
+  static const ProposalWorkload w;
+  const rcnn::GridAnchorGenerator gen;
+  std::vector<rcnn::Box> out;
+  const int strides[] = {4, 8, 16, 32, 64};
+  for (auto _ : state) {
+    for (std::size_t l = 0; l < 5; ++l) {
+      const int side = (kImage + strides[l] - 1) / strides[l];
+      gen(w.anchor_cfg, rcnn::Conventions::detectron2, l, strides[l], {side, side}, w.image, out);
+      benchmark::DoNotOptimize(out.data());
+    }
+  }
+}
+BENCHMARK(BM_Anchors)->Name("Anchors/800x800/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// ---- Box inference on 1000 x 81 logits, then postprocess ----------------------------------
+
+void BM_BoxInference(benchmark::State& state) {
+  static const BoxInferenceWorkload w;
+  const rcnn::SoftmaxBoxInference infer;
+  rcnn::BitmaskNms nms;
+  rcnn::BoxInferenceWorkspace ws;
+  std::vector<rcnn::Detection> dets;
+  const int K = w.cfg.num_classes;
+  const rcnn::BoxHeadView head{w.logits.data(), w.deltas.data(), 1000, K + 1, 4 * K};
+  for (auto _ : state) {
+    infer(w.proposals, head, {kImage, kImage}, w.cfg, nms, ws, dets);
+    benchmark::DoNotOptimize(dets.data());
+  }
+  state.counters["candidates"] = double(ws.candidates.size());
+  state.counters["detections"] = double(dets.size());
+}
+BENCHMARK(BM_BoxInference)->Name("BoxInference/1000x81/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_Postprocess(benchmark::State& state) {
+  static const BoxInferenceWorkload w;
+  const rcnn::SoftmaxBoxInference infer;
+  rcnn::BitmaskNms nms;
+  rcnn::BoxInferenceWorkspace ws;
+  std::vector<rcnn::Detection> dets, work;
+  const int K = w.cfg.num_classes;
+  infer(w.proposals, {w.logits.data(), w.deltas.data(), 1000, K + 1, 4 * K}, {kImage, kImage},
+        w.cfg, nms, ws, dets);
+  const rcnn::RescalePostprocess post;
+  work.reserve(dets.size());
+  for (auto _ : state) {
+    work = dets;
+    post({kImage, kImage}, {480, 640}, rcnn::Conventions::detectron2, {}, work);
+    benchmark::DoNotOptimize(work.data());
+  }
+}
+BENCHMARK(BM_Postprocess)->Name("Postprocess/100/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// ---- Resize: 480 x 640 BGR photo to 800 x 1066 ----------------------------------------------
+
+void BM_PilResize(benchmark::State& state) {
+  static const std::vector<std::uint8_t> img = photo();
+  const rcnn::Size in{480, 640}, out{800, 1066};
+  std::vector<std::uint8_t> dst(std::size_t(out.height) * out.width * 3);
+  rcnn::PilResizeWorkspace ws;
+  for (auto _ : state) {
+    rcnn::pil_resize_bilinear(img.data(), in, 640 * 3, 3, 3, dst.data(), out, 1066 * 3, ws);
+    benchmark::DoNotOptimize(dst.data());
+  }
+}
+BENCHMARK(BM_PilResize)->Name("PilResize/480x640-800x1066/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_TorchResize(benchmark::State& state) {
+  static const std::vector<std::uint8_t> img = photo();
+  const rcnn::Size in{480, 640}, out{800, 1066};
+  std::vector<float> src(3 * std::size_t(in.height) * in.width);
+  for (int c = 0; c < 3; ++c)
+    for (std::size_t p = 0; p < std::size_t(in.height) * in.width; ++p)
+      src[std::size_t(c) * in.height * in.width + p] = float(img[p * 3 + std::size_t(c)]) / 255.f;
+  std::vector<float> dst(3 * std::size_t(out.height) * out.width);
+  rcnn::TorchResizeWorkspace ws;
+  for (auto _ : state) {
+    rcnn::torch_resize_bilinear(src.data(), 3, in, dst.data(), out, ws);
+    benchmark::DoNotOptimize(dst.data());
+  }
+}
+BENCHMARK(BM_TorchResize)->Name("TorchResize/480x640-800x1066/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// Whole preprocessing policies (resize + normalise + pad), as the Detector runs them.
+template <class Pre, rcnn::Conventions kConv>
+void BM_Preprocess(benchmark::State& state) {
+  static const std::vector<std::uint8_t> img = photo();
+  const rcnn::ImageView view{img.data(), 480, 640, 3, 0, true};
+  rcnn::InputConfig cfg;
+  if (kConv == rcnn::Conventions::torchvision) {
+    cfg.bgr = false;
+    cfg.pixel_scale = 1.f / 255.f;
+    cfg.pixel_mean = {0.485f, 0.456f, 0.406f};
+    cfg.pixel_std = {0.229f, 0.224f, 0.225f};
+  }
+  Pre pre;
+  std::vector<float> out;
+  for (auto _ : state) {
+    const rcnn::PreprocessResult r = pre(view, cfg, out);
+    benchmark::DoNotOptimize(r);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK_TEMPLATE(BM_Preprocess, rcnn::Detectron2Preprocess, rcnn::Conventions::detectron2)
+    ->Name("Detectron2Preprocess/480x640/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Preprocess, rcnn::TorchvisionPreprocess, rcnn::Conventions::torchvision)
+    ->Name("TorchvisionPreprocess/480x640/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// ---- Inputs for bench/torchvision_ops.py ---------------------------------------------------
+
+template <class T>
+void write_raw(const std::filesystem::path& path, const T* data, std::size_t count) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(data), std::streamsize(count * sizeof(T)));
+  if (!f) {
+    std::fprintf(stderr, "cannot write %s\n", path.c_str());
+    std::exit(1);
+  }
+}
+
+void dump_inputs(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  nlohmann::json manifest;
+  const RoIAlignWorkload& w = roi_workload();
+  nlohmann::json ra;
+  for (std::size_t l = 0; l < w.maps.size(); ++l) {
+    const std::string name = "roi_map" + std::to_string(l) + ".f32";
+    write_raw(dir / name, w.maps[l].data(), w.maps[l].size());
+    ra["maps"].push_back({{"file", name},
+                          {"shape", {w.views[l].channels, w.views[l].height, w.views[l].width}},
+                          {"scale", w.scales[l]}});
+  }
+  write_raw(dir / "roi_boxes.f32", &w.rois[0].x1, w.rois.size() * 4);
+  write_raw(dir / "roi_levels.i32", w.levels.data(), w.levels.size());
+  ra["rois"] = w.rois.size();
+  ra["resolution"] = w.cfg.resolution;
+  ra["sampling_ratio"] = w.cfg.sampling_ratio;
+  ra["aligned"] = w.cfg.aligned;
+  manifest["roi_align"] = ra;
+  for (int n : kNmsSizes) {
+    const NmsWorkload& nw = nms_workload(std::size_t(n));
+    const std::string s = std::to_string(n);
+    write_raw(dir / ("nms_boxes_" + s + ".f32"), &nw.boxes[0].x1, nw.boxes.size() * 4);
+    write_raw(dir / ("nms_scores_" + s + ".f32"), nw.scores.data(), nw.scores.size());
+    write_raw(dir / ("nms_levels_" + s + ".i32"), nw.levels.data(), nw.levels.size());
+    write_raw(dir / ("nms_classes_" + s + ".i32"), nw.classes.data(), nw.classes.size());
+    manifest["nms"]["sizes"].push_back(n);
+  }
+  std::ofstream(dir / "manifest.json") << manifest.dump(2) << "\n";
+  std::printf("wrote %s\n", (dir / "manifest.json").c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--dump-inputs") == 0 && i + 1 < argc) {
+      dump_inputs(argv[i + 1]);
+      return 0;
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

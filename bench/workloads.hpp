@@ -1,0 +1,178 @@
+#pragma once
+// Deterministic synthetic inputs of the stage benchmarks, at the sizes a Faster R-CNN sees
+// for an 800 x 800 input: P2..P5 feature maps of 256 channels, 1000 proposals, 1000-6000
+// NMS candidates, P2..P6 RPN outputs, 1000 x 81 box-head outputs, an 800 x 1066 photo.
+// The same inputs are written to disk (`rcnn-bench-stages --dump-inputs DIR`) so that
+// bench/torchvision_ops.py times torchvision's ops on exactly these values.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include <rcnn/anchors/grid_anchor_generator.hpp>
+#include <rcnn/config.hpp>
+#include <rcnn/proposals/topk_proposal_selector.hpp>
+#include <rcnn/roi_align/level_mapper.hpp>
+#include <rcnn/types.hpp>
+
+namespace rcnn_bench {
+
+inline constexpr int kImage = 800;  // input side (pixels)
+
+/// Proposal-like boxes inside a `side` x `side` image: side length log-uniform in
+/// [12, 600] px, aspect ratio log-uniform in [0.4, 2.5], centres uniform, clipped.
+inline std::vector<rcnn::Box> random_proposals(std::size_t n, int side, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<rcnn::Box> boxes(n);
+  const float s = float(side);
+  for (auto& b : boxes) {
+    const float size = std::exp(std::log(12.f) + u(rng) * (std::log(600.f) - std::log(12.f)));
+    const float ratio = std::exp(std::log(0.4f) + u(rng) * (std::log(2.5f) - std::log(0.4f)));
+    const float w = size * std::sqrt(ratio), h = size / std::sqrt(ratio);
+    const float cx = u(rng) * s, cy = u(rng) * s;
+    b = {std::clamp(cx - w / 2, 0.f, s), std::clamp(cy - h / 2, 0.f, s),
+         std::clamp(cx + w / 2, 0.f, s), std::clamp(cy + h / 2, 0.f, s)};
+  }
+  return boxes;
+}
+
+/// Multi-level RoIAlign input: P2..P5 maps of an 800 x 800 image, `rois` proposals and their
+/// levels (Detectron2's level mapper), Detectron2's pooler (7 x 7, adaptive, aligned).
+struct RoIAlignWorkload {
+  int channels = 256;
+  std::vector<std::vector<float>> maps;
+  std::vector<rcnn::FeatureMap> views;
+  std::vector<float> scales;
+  std::vector<rcnn::Box> rois;
+  std::vector<int> levels;
+  rcnn::PoolerConfig cfg;
+
+  explicit RoIAlignWorkload(int channels_ = 256, std::size_t num_rois = 1000)
+      : channels(channels_) {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    for (int stride : {4, 8, 16, 32}) {
+      const int side = kImage / stride;
+      std::vector<float> m(std::size_t(channels) * side * side);
+      for (float& v : m) v = normal(rng);
+      maps.push_back(std::move(m));
+      views.push_back({maps.back().data(), channels, side, side});
+      scales.push_back(1.f / float(stride));
+    }
+    for (std::size_t l = 0; l < maps.size(); ++l) views[l].data = maps[l].data();
+    rois = random_proposals(num_rois, kImage, 11);
+    levels.resize(rois.size());
+    rcnn::assign_levels(rois, cfg, 2, 5, levels);
+  }
+  std::size_t out_size() const { return rois.size() * std::size_t(channels) * 49; }
+};
+
+/// NMS input: `n` boxes in clusters of about 20 jittered copies of an object box (so that
+/// suppression happens), scores uniform in [0, 1), group ids (level 0..4 or class 0..79).
+struct NmsWorkload {
+  std::vector<rcnn::Box> boxes;
+  std::vector<float> scores;
+  std::vector<int> levels;   ///< 5 groups (RPN levels)
+  std::vector<int> classes;  ///< 80 groups (classes)
+
+  explicit NmsWorkload(std::size_t n) {
+    std::mt19937 rng(std::uint32_t(1000 + n));
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    const std::size_t objects = std::max<std::size_t>(1, n / 20);
+    const std::vector<rcnn::Box> centres = random_proposals(objects, kImage, 23);
+    boxes.resize(n);
+    scores.resize(n);
+    levels.resize(n);
+    classes.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const rcnn::Box& c = centres[std::size_t(rng() % objects)];
+      const float w = c.x2 - c.x1, h = c.y2 - c.y1;
+      const float jx = 0.15f * w, jy = 0.15f * h;
+      boxes[i] = {c.x1 + (u(rng) - 0.5f) * jx, c.y1 + (u(rng) - 0.5f) * jy,
+                  c.x2 + (u(rng) - 0.5f) * jx, c.y2 + (u(rng) - 0.5f) * jy};
+      scores[i] = u(rng);
+      levels[i] = int(rng() % 5);
+      classes[i] = int(rng() % 80);
+    }
+  }
+};
+
+/// RPN outputs of an 800 x 800 input over P2..P6 (3 anchors per cell), anchors, and
+/// Detectron2's RPN settings (pre/post-NMS top-k 1000, NMS 0.7 per level).
+struct ProposalWorkload {
+  rcnn::AnchorConfig anchor_cfg;
+  rcnn::RpnConfig rpn;
+  std::vector<std::vector<float>> objectness, deltas;
+  std::vector<std::vector<rcnn::Box>> anchors;
+  std::vector<rcnn::RpnLevelInput> inputs;
+  rcnn::Size image{kImage, kImage};
+
+  ProposalWorkload() {
+    anchor_cfg.sizes = {{32}, {64}, {128}, {256}, {512}};
+    anchor_cfg.aspect_ratios = {{0.5f, 1.f, 2.f}};
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const rcnn::GridAnchorGenerator gen;
+    const int strides[] = {4, 8, 16, 32, 64};
+    for (std::size_t l = 0; l < 5; ++l) {
+      const int side = (kImage + strides[l] - 1) / strides[l];
+      const std::size_t hw = std::size_t(side) * side;
+      std::vector<float> o(3 * hw), d(12 * hw);
+      for (float& v : o) v = 2.f * normal(rng);
+      for (float& v : d) v = 0.2f * normal(rng);
+      objectness.push_back(std::move(o));
+      deltas.push_back(std::move(d));
+      std::vector<rcnn::Box> a;
+      gen(anchor_cfg, rcnn::Conventions::detectron2, l, strides[l], {side, side}, image, a);
+      anchors.push_back(std::move(a));
+    }
+    for (std::size_t l = 0; l < 5; ++l) {
+      const int side = (kImage + strides[l] - 1) / strides[l];
+      inputs.push_back({{objectness[l].data(), 3, side, side},
+                        {deltas[l].data(), 12, side, side},
+                        anchors[l]});
+    }
+  }
+};
+
+/// Box-head outputs for 1000 proposals and 80 classes (+ background last, Detectron2):
+/// logits N(0, 2^2) with a background bias (a few hundred candidates pass 0.05), deltas
+/// N(0, 0.5^2).
+struct BoxInferenceWorkload {
+  rcnn::RoiHeadsConfig cfg;
+  std::vector<rcnn::Box> proposals;
+  std::vector<float> logits, deltas;
+
+  BoxInferenceWorkload() {
+    cfg.box_weights = {10.f, 10.f, 5.f, 5.f};
+    const int R = 1000, K = cfg.num_classes;
+    proposals = random_proposals(R, kImage, 31);
+    std::mt19937 rng(9);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    logits.resize(std::size_t(R) * (K + 1));
+    deltas.resize(std::size_t(R) * 4 * K);
+    for (int r = 0; r < R; ++r)
+      for (int k = 0; k <= K; ++k)
+        logits[std::size_t(r) * (K + 1) + k] = 2.f * normal(rng) + (k == K ? 4.f : 0.f);
+    for (float& v : deltas) v = 0.5f * normal(rng);
+  }
+};
+
+/// A photo-like 480 x 640 BGR image (smooth gradients plus noise).
+inline std::vector<std::uint8_t> photo(int height = 480, int width = 640) {
+  std::vector<std::uint8_t> img(std::size_t(height) * width * 3);
+  std::mt19937 rng(3);
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x)
+      for (int c = 0; c < 3; ++c) {
+        const float v = 128.f + 90.f * std::sin(0.013f * float(x * (c + 1)) + 0.021f * float(y)) +
+                        float(rng() % 21) - 10.f;
+        img[(std::size_t(y) * width + x) * 3 + c] = std::uint8_t(std::clamp(v, 0.f, 255.f));
+      }
+  return img;
+}
+
+}  // namespace rcnn_bench

@@ -193,7 +193,7 @@ class Detector {
                                 {std::int64_t(n), 3, padded.height, padded.width}};
     exec_.run_backbone_rpn(input_view, backbone_);
     batch_times.backbone_rpn = ms_since(t0);
-    check_backbone_outputs(n);
+    check_backbone_outputs(n, padded);
 
     // 3. Anchors (cached per padded size and grid).
     t0 = clock::now();
@@ -349,9 +349,17 @@ class Detector {
                  static_shape_string() + " (modules.backbone_rpn.static_shape)");
   }
 
-  void check_backbone_outputs(std::size_t n) const {
+  /// A module file as messages name it: its path in the bundle directory.
+  std::string module_path(const ModuleConfig& m) const {
+    return cfg_.bundle_dir.empty() ? m.file : cfg_.bundle_dir + "/" + m.file;
+  }
+
+  /// The backbone's outputs must agree with model.json: level counts, anchors per cell,
+  /// channels, and grids of about input / stride (floor or ceil: strided convolutions and
+  /// pooling round either way).
+  void check_backbone_outputs(std::size_t n, Size padded) const {
     const auto& b = cfg_.backbone;
-    const std::string module = cfg_.modules.backbone_rpn.file;
+    const std::string module = module_path(cfg_.modules.backbone_rpn);
     detail::require(backbone_.objectness.size() == b.rpn_levels.size() &&
                         backbone_.deltas.size() == b.rpn_levels.size() &&
                         backbone_.features.size() == b.roi_levels.size(),
@@ -361,7 +369,22 @@ class Detector {
                         " objectness/deltas/feature tensors, model.json expects " +
                         std::to_string(b.rpn_levels.size()) + "/" +
                         std::to_string(b.rpn_levels.size()) + "/" +
-                        std::to_string(b.roi_levels.size()));
+                        std::to_string(b.roi_levels.size()) +
+                        " (backbone.rpn_levels / backbone.rpn_levels / backbone.roi_levels)");
+    const auto check_grid = [&](const TensorView& t, const std::string& what,
+                                const std::string& lvl, int stride) {
+      const auto fits = [&](std::int64_t got, int side) {
+        return got >= side / stride && got <= (side + stride - 1) / stride;
+      };
+      detail::require(fits(t.shape[2], padded.height) && fits(t.shape[3], padded.width),
+                      module + ": " + what + " " + lvl + " has shape " + shape_str(t) +
+                          " for an input of " + std::to_string(padded.height) + "x" +
+                          std::to_string(padded.width) + ", expected a grid of about " +
+                          std::to_string((padded.height + stride - 1) / stride) + "x" +
+                          std::to_string((padded.width + stride - 1) / stride) +
+                          " (input / backbone.strides." + lvl + " = " + std::to_string(stride) +
+                          " in model.json)");
+    };
     for (std::size_t l = 0; l < b.rpn_levels.size(); ++l) {
       const auto& o = backbone_.objectness[l];
       const auto& d = backbone_.deltas[l];
@@ -370,20 +393,26 @@ class Detector {
       detail::require(o.shape[0] == std::int64_t(n) && o.shape[1] == A,
                       module + ": objectness of level " + lvl + " has shape " + shape_str(o) +
                           ", expected [" + std::to_string(n) + ", " + std::to_string(A) +
-                          ", H, W] (anchors per cell from model.json anchors)");
+                          ", H, W] (anchors per cell = " +
+                          std::to_string(cfg_.anchors.sizes_at(l).size()) +
+                          " anchors.sizes x " +
+                          std::to_string(cfg_.anchors.aspect_ratios_at(l).size()) +
+                          " anchors.aspect_ratios in model.json)");
       detail::require(d.shape[0] == std::int64_t(n) && d.shape[1] == 4 * A &&
                           d.shape[2] == o.shape[2] && d.shape[3] == o.shape[3],
                       module + ": deltas of level " + lvl + " has shape " + shape_str(d) +
                           ", expected [" + std::to_string(n) + ", " + std::to_string(4 * A) +
                           ", " + std::to_string(o.shape[2]) + ", " + std::to_string(o.shape[3]) +
                           "]");
+      check_grid(o, "objectness of level", lvl, b.rpn_strides[l]);
     }
     for (std::size_t l = 0; l < b.roi_levels.size(); ++l) {
       const auto& f = backbone_.features[l];
       detail::require(f.shape[0] == std::int64_t(n) && f.shape[1] == b.channels,
                       module + ": feature map " + b.roi_levels[l] + " has shape " + shape_str(f) +
                           ", expected [" + std::to_string(n) + ", " +
-                          std::to_string(b.channels) + ", H, W] (backbone.channels)");
+                          std::to_string(b.channels) + ", H, W] (backbone.channels in model.json)");
+      check_grid(f, "feature map", b.roi_levels[l], b.roi_strides[l]);
     }
   }
 
@@ -411,7 +440,7 @@ class Detector {
     std::size_t calls = 0;
     const std::size_t roi_size = std::size_t(C) * P * P;
     const std::size_t chunk = static_rois > 0 ? std::size_t(static_rois) : head_rows;
-    const std::string module = cfg_.modules.box_head.file;
+    const std::string module = module_path(cfg_.modules.box_head);
     for (std::size_t start = 0; start < head_rows || (head_rows == 0 && start == 0);
          start += std::max<std::size_t>(chunk, 1)) {
       const std::size_t rows = std::min(chunk, head_rows - start);

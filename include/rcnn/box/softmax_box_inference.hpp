@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -23,6 +24,19 @@ struct BoxInferenceWorkspace {
   std::vector<int> candidate_classes;
   std::vector<int> keep;
   BatchedNmsWorkspace nms;
+
+  /// Capacity for up to `rows` proposals of `num_classes` classes (at most rows * classes
+  /// candidates, at most `rows` per class): later calls with at most `rows` proposals
+  /// allocate nothing here (the NMS policy: `detail::reserve_nms(nms, rows)`).
+  void reserve(std::size_t rows, int num_classes) {
+    const std::size_t most = rows * std::size_t(std::max(num_classes, 0));
+    probs.reserve(std::size_t(std::max(num_classes, 0)) + 1);
+    candidates.boxes.reserve(most);
+    candidates.scores.reserve(most);
+    candidate_classes.reserve(most);
+    keep.reserve(most);
+    nms.reserve(most, rows);
+  }
 };
 
 /// Box-head outputs of one image: logits [R, K + 1] and deltas [R, 4K], [R, 4(K + 1)] or
@@ -40,7 +54,8 @@ struct BoxHeadView {
 /// `score_threshold` (strictly greater), optional `min_box_size` (inclusive, torchvision's
 /// 1e-2), `nms_threshold` per class and `detections_per_image`. Candidates are enumerated
 /// row-major (proposal, class) as both frameworks do, which fixes the order of ties.
-/// Rows with non-finite logits or boxes are skipped (Detectron2's `valid_mask`).
+/// Rows whose probabilities are not finite (NaN or +Inf logits) and boxes that are not
+/// finite are skipped (Detectron2's `valid_mask`); a -Inf logit is a probability of 0.
 /// Output: detections in the resized frame, score descending; class_id is 0-based.
 struct SoftmaxBoxInference {
   template <class Nms>
@@ -68,16 +83,11 @@ struct SoftmaxBoxInference {
     ws.probs.resize(std::size_t(K) + 1);
     ws.candidates.clear();
     ws.candidate_classes.clear();
-    // Capacity for the most candidates R proposals can give (R * K), and for the output, so
-    // that images with the same number of proposals never grow the workspace again.
-    const std::size_t most = std::size_t(R) * std::size_t(std::max(K, 0));
-    ws.candidates.boxes.reserve(most);
-    ws.candidates.scores.reserve(most);
-    ws.candidate_classes.reserve(most);
-    ws.keep.reserve(most);
-    ws.nms.reserve(most);
-    detail::reserve_nms(nms, most);
-    out.reserve(std::min(most, std::size_t(std::max(cfg.detections_per_image, 0))));
+    // Capacity for the most candidates R proposals can give (R * K, at most R per class), and
+    // for the output: no call with at most this many proposals grows a buffer again.
+    ws.reserve(std::size_t(R), K);
+    detail::reserve_nms(nms, std::size_t(R));
+    out.reserve(std::size_t(std::max(cfg.detections_per_image, 0)));
     for (int r = 0; r < R; ++r) {
       const float* logits = head.class_logits + std::size_t(r) * head.logits_width;
       if (!softmax(logits, K + 1, ws.probs.data())) continue;
@@ -108,13 +118,16 @@ struct SoftmaxBoxInference {
   }
 
   /// Softmax over n logits as ATen's CPU kernel orders it: max, exp(x - max), sum, then
-  /// multiply by 1 / sum. Returns false when a logit is not finite.
+  /// multiply by 1 / sum. Returns false when a probability would not be finite, as
+  /// Detectron2's `valid_mask` drops such rows: a NaN or +Inf logit, or every logit -Inf.
+  /// A -Inf logit next to finite ones is a probability of 0, as in torch.softmax.
   static bool softmax(const float* x, int n, float* p) {
     float m = x[0];
     for (int i = 0; i < n; ++i) {
-      if (!std::isfinite(x[i])) return false;
+      if (std::isnan(x[i]) || x[i] == std::numeric_limits<float>::infinity()) return false;
       m = x[i] > m ? x[i] : m;
     }
+    if (!std::isfinite(m)) return false;  // every logit -Inf
     float sum = 0.f;
     for (int i = 0; i < n; ++i) {
       p[i] = std::exp(x[i] - m);

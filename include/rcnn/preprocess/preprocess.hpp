@@ -76,14 +76,24 @@ inline Size checked_resized_shape(Size in, const InputConfig& cfg, Conventions c
 }
 
 /// Padded size: exactly `pad_to` when given, else rounded up to `size_divisibility`.
+/// `resized` is at most kMaxImageSide per side (checked_resized_shape); a size_divisibility
+/// above kMaxImageSide is refused (it would only pad, and could overflow).
 inline Size padded_shape(Size resized, int size_divisibility, const std::optional<Size>& pad_to) {
   if (pad_to) {
+    require(pad_to->height > 0 && pad_to->width > 0 && pad_to->height <= kMaxImageSide &&
+                pad_to->width <= kMaxImageSide,
+            "preprocess: static input shape " + size_string(*pad_to) +
+                " is not within 1.." + std::to_string(kMaxImageSide) +
+                " per side (modules.backbone_rpn.static_shape)");
     require(pad_to->height >= resized.height && pad_to->width >= resized.width,
             "preprocess: resized image " + size_string(resized) +
                 " does not fit the static input shape " + size_string(*pad_to));
     return *pad_to;
   }
   if (size_divisibility <= 1) return resized;
+  require(size_divisibility <= kMaxImageSide,
+          "preprocess: input.size_divisibility " + std::to_string(size_divisibility) +
+              " is larger than the largest image side " + std::to_string(kMaxImageSide));
   const int d = size_divisibility;
   return {(resized.height + d - 1) / d * d, (resized.width + d - 1) / d * d};
 }

@@ -25,6 +25,15 @@ namespace rcnn {
 /// Keeps every index and fixed-point sum comfortably inside 32-bit integers.
 inline constexpr int kMaxImageSide = 16384;
 
+namespace detail {
+/// A non-negative side computed in double as an int, saturated at INT_MAX (absurd
+/// configurations, e.g. min_size near 2^31, then fail the kMaxImageSide check instead of
+/// overflowing the conversion).
+inline int saturated_side(double v) {
+  return v >= 2147483647.0 ? 2147483647 : int(v);
+}
+}  // namespace detail
+
 /// Detectron2 `ResizeShortestEdge` output size for one `short_edge` / `max_size` pair.
 /// Mirrors the Python (double arithmetic, truncating `int(x + 0.5)`).
 inline Size detectron2_shortest_edge_shape(Size in, int short_edge, int max_size) {
@@ -47,7 +56,7 @@ inline Size detectron2_shortest_edge_shape(Size in, int short_edge, int max_size
     neww = neww * scale;
   }
   // Python int() truncates toward zero; the values are non-negative.
-  return {int(newh + 0.5), int(neww + 0.5)};
+  return {detail::saturated_side(newh + 0.5), detail::saturated_side(neww + 0.5)};
 }
 
 /// torchvision `GeneralizedRCNNTransform` output size (eval mode, `min_size` = the last entry).
@@ -59,8 +68,8 @@ inline Size torchvision_shortest_edge_shape(Size in, int min_size, int max_size)
   const float s_max = (1.0f / max_side) * float(max_size);
   const float scale = std::min(s_min, s_max);
   // interpolate(recompute_scale_factor=True): floor(float(size) * scale_factor) in double.
-  return {int(std::floor(double(in.height) * double(scale))),
-          int(std::floor(double(in.width) * double(scale)))};
+  return {detail::saturated_side(std::floor(double(in.height) * double(scale))),
+          detail::saturated_side(std::floor(double(in.width) * double(scale)))};
 }
 
 /// Resized size of an `in`-sized image under `cfg` and the framework rules `conv`.

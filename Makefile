@@ -35,3 +35,43 @@ demo: build
 
 clean:
 	rm -rf $(BUILD)
+
+# Reliability tooling (docs/how-to/sanitizers-and-fuzzing.md); .ci/run runs all three.
+#   test-sanitize  AddressSanitizer + UndefinedBehaviorSanitizer over rcnn-unit-tests
+#                  (no LibTorch), in $(ASAN_BUILD); reuses $(BUILD)'s reference outputs
+#   test-tsan      ThreadSanitizer over rcnn-concurrency-tests (core stages and Detector
+#                  replicas on threads; no LibTorch, no OpenMP), in $(TSAN_BUILD)
+#   fuzz-smoke     each libFuzzer target in fuzz/ for FUZZ_SECONDS, in $(FUZZ_BUILD) (clang)
+ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 30
+SAN_CMAKE_FLAGS = -G Ninja -DRCNN_BUILD_TOOLS=OFF -DRCNN_BUILD_EXAMPLES=OFF -DRCNN_BUILD_BENCH=OFF
+
+.PHONY: reference test-sanitize test-tsan fuzz-smoke
+
+reference: configure
+	@for s in tests/reference/gen_*.py; do \
+	  [ -d $(BUILD)/reference/$$(basename $$s .py) ] || { cd $(BUILD) && ctest -R '^reference\.' --output-on-failure; exit $$?; }; \
+	done
+
+test-sanitize: reference
+	@cmake -S . -B $(ASAN_BUILD) $(SAN_CMAKE_FLAGS) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DRCNN_SANITIZE=ON \
+	  -DRCNN_REFERENCE_DIR=$(abspath $(BUILD))/reference >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target rcnn-unit-tests
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(ASAN_BUILD)/bin/rcnn-unit-tests
+
+test-tsan: deps
+	@cmake -S . -B $(TSAN_BUILD) $(SAN_CMAKE_FLAGS) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+	  -DCMAKE_CXX_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread >/dev/null
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target rcnn-concurrency-tests
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(TSAN_BUILD)/bin/rcnn-concurrency-tests
+
+fuzz-smoke: deps
+	@cmake -S . -B $(FUZZ_BUILD) $(SAN_CMAKE_FLAGS) -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_CXX_COMPILER=clang++ -DRCNN_BUILD_FUZZERS=ON -DRCNN_BUILD_TESTS=OFF >/dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

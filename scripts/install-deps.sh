@@ -8,6 +8,7 @@ pkgs=(
   libopencv-dev libeigen3-dev xtensor-dev xtl-dev doctest-dev nlohmann-json3-dev libcli11-dev
   libbenchmark-dev libopenblas0-pthread
   opencv-doc
+  clang libclang-rt-14-dev libomp-14-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -12,6 +12,7 @@
 #include "box/softmax_box_inference.hpp"
 #include "config.hpp"
 #include "exec/outputs.hpp"
+#include "mask/mask_types.hpp"
 #include "preprocess/preprocess.hpp"
 #include "proposals/topk_proposal_selector.hpp"
 #include "types.hpp"
@@ -87,6 +88,18 @@ concept PostprocessPolicy = requires(const P& post, Size resized, Size original,
                                      std::vector<Detection>& dets) {
   { post(resized, original, conv, cfg, dets) } -> std::same_as<void>;
 };
+
+/// Pastes M x M mask probabilities into the image (see mask/detectron2_paste.hpp,
+/// mask/torchvision_paste.hpp): out[i] = the binary mask of probs.mask(i) over boxes[i]
+/// (original image frame), `value >= threshold`. `convention` names the framework rule it
+/// implements (model.json's `mask_head.paste`).
+template <class P>
+concept MaskPastePolicy =
+    requires(const P& paste, const MaskProbs& probs, std::span<const Box> boxes, Size image,
+             float threshold, std::vector<InstanceMask>& out) {
+      { P::convention } -> std::convertible_to<MaskHeadConfig::Paste>;
+      { paste(probs, boxes, image, threshold, out) } -> std::same_as<void>;
+    };
 
 /// A stage bundle: the defaulted stages of a detector plus the conventions it implements.
 template <class S>

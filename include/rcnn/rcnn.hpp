@@ -1,7 +1,8 @@
 #pragma once
 /// \file rcnn.hpp
 /// Umbrella header of the core (no LibTorch, no OpenCV). Executors: rcnn/exec/*.hpp;
-/// OpenCV helpers: rcnn/cv/*.hpp; OpenMP policies: rcnn/roi_align/omp_roi_align.hpp.
+/// OpenCV helpers: rcnn/cv/*.hpp; OpenMP policies: rcnn/roi_align/omp_roi_align.hpp,
+/// rcnn/mask/omp_paste.hpp.
 
 #include "concepts.hpp"
 #include "config.hpp"
@@ -9,5 +10,10 @@
 #include "error.hpp"
 #include "io/bundle.hpp"
 #include "load.hpp"
+#include "mask/detectron2_paste.hpp"
+#include "mask/mask_inference.hpp"
+#include "mask/mask_types.hpp"
+#include "mask/rle.hpp"
+#include "mask/torchvision_paste.hpp"
 #include "stages.hpp"
 #include "types.hpp"

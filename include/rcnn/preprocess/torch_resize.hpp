@@ -53,22 +53,39 @@ struct LinearTap {
   float lambda1 = 0.f;
 };
 
-/// ATen's `compute_source_index_and_lambda` (align_corners=False) for every output index.
+/// ATen's `compute_source_index_and_lambda` (align_corners=False) for output index `i` of
+/// `out_size` (64-bit: rcnn/mask/torchvision_paste.hpp resizes to box sizes). Pre:
+/// `in_size > 0`, `0 <= i < out_size`.
+inline LinearTap torch_linear_tap(int in_size, std::int64_t out_size, std::int64_t i) {
+  if (std::int64_t(in_size) == out_size) return {int(i), int(i), 1.f, 0.f};
+  const float scale = float(in_size) / float(out_size);
+  double src = double(scale) * (double(i) + 0.5) - 0.5;
+  if (src < 0.0) src = 0.0;
+  const int i0 = int(std::min(std::floor(src), double(in_size - 1)));
+  const int i1 = i0 + (i0 < in_size - 1 ? 1 : 0);
+  const float l1 = float(std::min(std::max(src - double(i0), 0.0), 1.0));
+  return {i0, i1, 1.f - l1, l1};
+}
+
+/// `torch_linear_tap` for every output index.
 inline void torch_linear_taps(int in_size, int out_size, std::vector<LinearTap>& taps) {
   taps.resize(std::size_t(out_size));
-  if (in_size == out_size) {
-    for (int i = 0; i < out_size; ++i) taps[std::size_t(i)] = {i, i, 1.f, 0.f};
-    return;
-  }
-  const float scale = float(in_size) / float(out_size);
-  for (int i = 0; i < out_size; ++i) {
-    double src = double(scale) * (double(i) + 0.5) - 0.5;
-    if (src < 0.0) src = 0.0;
-    const int i0 = std::min(int(std::floor(src)), in_size - 1);
-    const int i1 = i0 + (i0 < in_size - 1 ? 1 : 0);
-    const float l1 = float(std::min(std::max(src - double(i0), 0.0), 1.0));
-    taps[std::size_t(i)] = {i0, i1, 1.f - l1, l1};
-  }
+  for (int i = 0; i < out_size; ++i) taps[std::size_t(i)] = torch_linear_tap(in_size, out_size, i);
+}
+
+/// One output value of the channels-last kernel from rows `r0` (tap h.i0) and `r1` (h.i1):
+/// weight products in float32, sum in double left to right, rounded once.
+inline float torch_bilinear_channels_last(const float* r0, const float* r1, const LinearTap& h,
+                                          const LinearTap& w) {
+  const float w00 = h.lambda0 * w.lambda0;
+  const float w01 = h.lambda0 * w.lambda1;
+  const float w10 = h.lambda1 * w.lambda0;
+  const float w11 = h.lambda1 * w.lambda1;
+  double acc = double(w00) * double(r0[w.i0]);
+  acc += double(w01) * double(r0[w.i1]);
+  acc += double(w10) * double(r1[w.i0]);
+  acc += double(w11) * double(r1[w.i1]);
+  return float(acc);
 }
 
 /// One output row of the generic (NCHW-contiguous) kernel:
@@ -156,18 +173,8 @@ inline void torch_resize_bilinear(const float* src, int channels, Size in, float
       const float* r1 = plane + std::size_t(h.i1) * std::size_t(in.width);
       float* o = out_plane + std::size_t(y) * dst_row_stride;
       if (channels_last) {
-        for (int x = 0; x < out.width; ++x) {
-          const detail::LinearTap& w = ws.cols[std::size_t(x)];
-          const float w00 = h.lambda0 * w.lambda0;
-          const float w01 = h.lambda0 * w.lambda1;
-          const float w10 = h.lambda1 * w.lambda0;
-          const float w11 = h.lambda1 * w.lambda1;
-          double acc = double(w00) * double(r0[w.i0]);
-          acc += double(w01) * double(r0[w.i1]);
-          acc += double(w10) * double(r1[w.i0]);
-          acc += double(w11) * double(r1[w.i1]);
-          o[x] = float(acc);
-        }
+        for (int x = 0; x < out.width; ++x)
+          o[x] = detail::torch_bilinear_channels_last(r0, r1, h, ws.cols[std::size_t(x)]);
       } else {
 #ifdef RCNN_TORCH_RESIZE_FMA_DISPATCH
         if (detail::cpu_has_fma()) {

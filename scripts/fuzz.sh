@@ -23,7 +23,7 @@ for f in tests/data/detectron2/*/cases/*/image.jpg; do
   cp "$f" "$seeds/image-probe/$(basename "$(dirname "$f")").jpg"
 done
 for f in /usr/share/doc/opencv-doc/examples/data/{box,chessboard,gradient}.png; do
-  [ -f "$f" ] && cp "$f" "$seeds/image-probe/"
+  if [ -f "$f" ]; then cp "$f" "$seeds/image-probe/"; fi
 done
 
 status=0
@@ -33,7 +33,7 @@ for t in "${targets[@]}"; do
   corpus=$build/corpus/$t
   mkdir -p "$corpus"
   extra=()
-  [ -f "fuzz/$t.dict" ] && extra+=("-dict=fuzz/$t.dict")
+  if [ -f "fuzz/$t.dict" ]; then extra+=("-dict=fuzz/$t.dict"); fi
   # Inputs up to 8 KiB: the fixture model.json files are ~3 KiB, the seed images larger
   # (they are then cut, which exercises the truncation checks).
   echo "fuzz: $t for ${seconds}s" >&2

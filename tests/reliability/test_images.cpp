@@ -7,6 +7,7 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include <rcnn/cv/draw.hpp>
 #include <rcnn/cv/image.hpp>
 
 #include <cstring>
@@ -183,4 +184,14 @@ TEST_CASE("images: view() of ROIs, depths and channel counts") {
   const int dims[3] = {2, 3, 4};
   CHECK(error_of([&] { rcnn::cv_io::view(cv::Mat(3, dims, CV_8UC1), storage); }) ==
         "image: cv::Mat has 3 dimensions, expected 2");
+}
+
+TEST_CASE("images: drawing reports OpenCV failures as rcnn::Error") {
+  const std::vector<rcnn::Detection> dets{{{1, 1, 5, 5}, 0.9f, 0}};
+  cv::Mat ok(20, 20, CV_8UC3, cv::Scalar(0, 0, 0));
+  rcnn::cv_io::draw_detections(ok, dets, {"thing"});
+  CHECK(cv::norm(ok, cv::NORM_INF) > 0);
+  cv::Mat five(20, 20, CV_8UC(5));  // OpenCV draws on at most 4 channels
+  CHECK(error_of([&] { rcnn::cv_io::draw_detections(five, dets, {"thing"}); })
+            .rfind("draw_detections: OpenCV could not draw on the 20x20 image (", 0) == 0);
 }

@@ -3,6 +3,7 @@
 // (tests/support/fake_exec.hpp) that can disagree with model.json the way a wrong bundle does.
 // Complements test_stages.cpp (basic edge cases) and test_bundle.cpp (model.json validation).
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <rcnn/box/softmax_box_inference.hpp>
 #include <rcnn/detector.hpp>
@@ -178,6 +179,23 @@ TEST_CASE("preprocess: absurd but parseable resize and padding settings fail cle
   CHECK(error_of([] { rcnn::detail::padded_shape({320, 320}, 32, rcnn::Size{100000, 800}); }) ==
         "preprocess: static input shape 100000x800 is not within 1..16384 per side "
         "(modules.backbone_rpn.static_shape)");
+}
+
+TEST_CASE("bundle: static_shape sides beyond kMaxImageSide are refused (no silent int wrap)") {
+  const fs::path p =
+      fs::path(RCNN_TEST_DATA_DIR) / "detectron2" / "narrow_r101_fpn_fixed800" / "model.json";
+  std::ifstream in(p);
+  std::stringstream text;
+  text << in.rdbuf();
+  auto doc = nlohmann::json::parse(text.str());
+  doc["modules"]["backbone_rpn"]["static_shape"] = {1, 3, 4294968096LL, 800};  // 2^32 + 800
+  CHECK(error_of([&] { rcnn::parse_model_json(doc.dump()); }) ==
+        "model.json: modules.backbone_rpn.static_shape[2]: expected an integer in [1, 16384] "
+        "(rcnn::kMaxImageSide), got 4294968096");
+  doc["modules"]["backbone_rpn"]["static_shape"] = {4294967296LL, 3, 800, 800};
+  CHECK(error_of([&] { rcnn::parse_model_json(doc.dump()); }) ==
+        "model.json: modules.backbone_rpn.static_shape[0]: expected an integer in [1, "
+        "2147483647], got 4294967296");
 }
 
 // ---- numbers through the stages --------------------------------------------------------------

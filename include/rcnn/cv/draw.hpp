@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../error.hpp"
 #include "../types.hpp"
 
 namespace rcnn::cv_io {
@@ -22,9 +23,10 @@ inline cv::Scalar class_colour(int class_id) {
   return cv::Scalar(c[2], c[1], c[0]);  // BGR
 }
 
-/// Draws boxes with "name score" labels onto a BGR image, in place.
+/// Draws boxes with "name score" labels onto a BGR image, in place. Throws rcnn::Error (never
+/// cv::Exception) when OpenCV cannot draw on `bgr` (e.g. an empty or unsupported Mat).
 inline void draw_detections(cv::Mat& bgr, const std::vector<Detection>& dets,
-                            const std::vector<std::string>& class_names) {
+                            const std::vector<std::string>& class_names) try {
   const int thickness = std::max(1, int(std::lround(std::max(bgr.rows, bgr.cols) / 400.0)));
   const double font = std::max(0.4, std::max(bgr.rows, bgr.cols) / 1000.0);
   for (const auto& d : dets) {
@@ -44,6 +46,9 @@ inline void draw_detections(cv::Mat& bgr, const std::vector<Detection>& dets,
                   colour, cv::FILLED);
     cv::putText(bgr, label, org, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
   }
+} catch (const cv::Exception& e) {
+  rcnn::detail::fail("draw_detections: OpenCV could not draw on the " + std::to_string(bgr.rows) +
+                     "x" + std::to_string(bgr.cols) + " image (" + e.msg + ")");
 }
 
 }  // namespace rcnn::cv_io

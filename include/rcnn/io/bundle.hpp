@@ -33,6 +33,7 @@
 #include "rcnn/config.hpp"
 #include "rcnn/detail/sha256.hpp"
 #include "rcnn/error.hpp"
+#include "rcnn/preprocess/resize_shape.hpp"
 
 namespace rcnn {
 
@@ -367,6 +368,11 @@ inline ModuleConfig read_module(const JsonNode& m, const InputConfig& input, boo
         const JsonNode e = shape.element(i);
         s[i] = read_integer(e, "an integer > 0");
         if (s[i] <= 0) e.expected_value("an integer > 0");
+        // Sides beyond the preprocessing limit (and batch sizes beyond int) cannot run.
+        const std::int64_t max = i >= 2 ? std::int64_t(kMaxImageSide) : std::int64_t(INT_MAX);
+        if (s[i] > max)
+          e.expected_value("an integer in [1, " + std::to_string(max) + "]" +
+                           (i >= 2 ? " (rcnn::kMaxImageSide)" : ""));
       }
       if (s[1] != 3) shape.element(1).expected_value("3 (image channels)");
       const char* axis_names[] = {"", "", "height", "width"};

@@ -25,7 +25,7 @@ test: build
 	$(MAKE) --no-print-directory test-python
 
 test-python: deps
-	PYTHONPATH=tools $(PYTHON) -m unittest discover -s tests/python -t . -v
+	PYTHONPATH=tools $(PYTHON) -m unittest discover -s tests/python -v
 
 demo: build
 	@mkdir -p $(BUILD)/demo

@@ -47,21 +47,25 @@ struct AtenRoIAlign {
     detail::check_roi_align_inputs(maps, spatial_scales, rois, levels, cfg, out, "AtenRoIAlign");
     if (rois.empty()) return;
     static_assert(sizeof(Box) == 4 * sizeof(float), "Box must be 4 packed floats");
-    detail::IntraOpThreadsGuard threads(num_threads);
-    c10::InferenceMode inference;
-    const auto f32 = at::TensorOptions().dtype(at::kFloat);
-    std::vector<at::Tensor> tmaps;
-    for (const FeatureMap& m : maps)
-      tmaps.push_back(at::from_blob(const_cast<float*>(m.data), {m.channels, m.height, m.width}, f32));
-    const at::Tensor trois =
-        at::from_blob(const_cast<Box*>(rois.data()), {std::int64_t(rois.size()), 4}, f32);
-    const at::Tensor tlevels =
-        at::from_blob(const_cast<int*>(levels.data()), {std::int64_t(levels.size())},
-                      at::TensorOptions().dtype(at::kInt))
-            .to(at::kLong);
-    const at::Tensor pooled = pool(tmaps, spatial_scales, trois, tlevels, cfg);
-    at::Tensor dst = at::from_blob(out.data(), pooled.sizes(), f32);
-    dst.copy_(pooled);
+    // ATen's errors (out of memory, device failures) leave as rcnn::Error.
+    detail::torch_guarded("AtenRoIAlign", [&] {
+      detail::IntraOpThreadsGuard threads(num_threads);
+      c10::InferenceMode inference;
+      const auto f32 = at::TensorOptions().dtype(at::kFloat);
+      std::vector<at::Tensor> tmaps;
+      for (const FeatureMap& m : maps)
+        tmaps.push_back(
+            at::from_blob(const_cast<float*>(m.data), {m.channels, m.height, m.width}, f32));
+      const at::Tensor trois =
+          at::from_blob(const_cast<Box*>(rois.data()), {std::int64_t(rois.size()), 4}, f32);
+      const at::Tensor tlevels =
+          at::from_blob(const_cast<int*>(levels.data()), {std::int64_t(levels.size())},
+                        at::TensorOptions().dtype(at::kInt))
+              .to(at::kLong);
+      const at::Tensor pooled = pool(tmaps, spatial_scales, trois, tlevels, cfg);
+      at::Tensor dst = at::from_blob(out.data(), pooled.sizes(), f32);
+      dst.copy_(pooled);
+    });
   }
 
   /// maps: one [C, H, W] float32 tensor per level (one image), all on one device;

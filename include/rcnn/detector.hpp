@@ -147,10 +147,10 @@ class Detector {
     if (cfg_.modules.backbone_rpn.static_shape) {
       const auto& s = *cfg_.modules.backbone_rpn.static_shape;
       pad_to = Size{int(s[2]), int(s[3])};
-      detail::require(std::int64_t(n) == s[0],
-                      "detector: " + cfg_.modules.backbone_rpn.file + " was compiled for batch " +
-                          std::to_string(s[0]) + " (static_shape), got " + std::to_string(n) +
-                          " images");
+      detail::require(std::int64_t(n) == s[0], [&] {
+        return "detector: " + cfg_.modules.backbone_rpn.file + " was compiled for batch " +
+               std::to_string(s[0]) + " (static_shape), got " + std::to_string(n) + " images";
+      });
     }
     pre_results_.resize(n);
     Size padded;
@@ -210,6 +210,7 @@ class Detector {
     rpn_inputs_.resize(L);
     maps_.resize(RL);
     levels_.resize(n);
+    reserve_workspaces(n, roi_size);
 
     // 4. Proposals, 5. RoIAlign, per image, into one [sum P_i, C, P, P] buffer.
     double t_prop = 0, t_pool = 0;
@@ -359,59 +360,65 @@ class Detector {
   /// pooling round either way).
   void check_backbone_outputs(std::size_t n, Size padded) const {
     const auto& b = cfg_.backbone;
-    const std::string module = module_path(cfg_.modules.backbone_rpn);
-    detail::require(backbone_.objectness.size() == b.rpn_levels.size() &&
-                        backbone_.deltas.size() == b.rpn_levels.size() &&
-                        backbone_.features.size() == b.roi_levels.size(),
-                    module + ": returned " + std::to_string(backbone_.objectness.size()) + "/" +
-                        std::to_string(backbone_.deltas.size()) + "/" +
-                        std::to_string(backbone_.features.size()) +
-                        " objectness/deltas/feature tensors, model.json expects " +
-                        std::to_string(b.rpn_levels.size()) + "/" +
-                        std::to_string(b.rpn_levels.size()) + "/" +
-                        std::to_string(b.roi_levels.size()) +
-                        " (backbone.rpn_levels / backbone.rpn_levels / backbone.roi_levels)");
-    const auto check_grid = [&](const TensorView& t, const std::string& what,
-                                const std::string& lvl, int stride) {
+    // Messages are built only on failure: no allocation per image.
+    const auto module = [&] { return module_path(cfg_.modules.backbone_rpn); };
+    detail::require(
+        backbone_.objectness.size() == b.rpn_levels.size() &&
+            backbone_.deltas.size() == b.rpn_levels.size() &&
+            backbone_.features.size() == b.roi_levels.size(),
+        [&] {
+          return module() + ": returned " + std::to_string(backbone_.objectness.size()) + "/" +
+                 std::to_string(backbone_.deltas.size()) + "/" +
+                 std::to_string(backbone_.features.size()) +
+                 " objectness/deltas/feature tensors, model.json expects " +
+                 std::to_string(b.rpn_levels.size()) + "/" + std::to_string(b.rpn_levels.size()) +
+                 "/" + std::to_string(b.roi_levels.size()) +
+                 " (backbone.rpn_levels / backbone.rpn_levels / backbone.roi_levels)";
+        });
+    const auto check_grid = [&](const TensorView& t, const char* what, const std::string& lvl,
+                                int stride) {
       const auto fits = [&](std::int64_t got, int side) {
         return got >= side / stride && got <= (side + stride - 1) / stride;
       };
-      detail::require(fits(t.shape[2], padded.height) && fits(t.shape[3], padded.width),
-                      module + ": " + what + " " + lvl + " has shape " + shape_str(t) +
-                          " for an input of " + std::to_string(padded.height) + "x" +
-                          std::to_string(padded.width) + ", expected a grid of about " +
-                          std::to_string((padded.height + stride - 1) / stride) + "x" +
-                          std::to_string((padded.width + stride - 1) / stride) +
-                          " (input / backbone.strides." + lvl + " = " + std::to_string(stride) +
-                          " in model.json)");
+      detail::require(fits(t.shape[2], padded.height) && fits(t.shape[3], padded.width), [&] {
+        return module() + ": " + what + " " + lvl + " has shape " + shape_str(t) +
+               " for an input of " + std::to_string(padded.height) + "x" +
+               std::to_string(padded.width) + ", expected a grid of about " +
+               std::to_string((padded.height + stride - 1) / stride) + "x" +
+               std::to_string((padded.width + stride - 1) / stride) +
+               " (input / backbone.strides." + lvl + " = " + std::to_string(stride) +
+               " in model.json)";
+      });
     };
     for (std::size_t l = 0; l < b.rpn_levels.size(); ++l) {
       const auto& o = backbone_.objectness[l];
       const auto& d = backbone_.deltas[l];
       const int A = cfg_.anchors.anchors_per_cell(l);
-      const std::string lvl = b.rpn_levels[l];
-      detail::require(o.shape[0] == std::int64_t(n) && o.shape[1] == A,
-                      module + ": objectness of level " + lvl + " has shape " + shape_str(o) +
-                          ", expected [" + std::to_string(n) + ", " + std::to_string(A) +
-                          ", H, W] (anchors per cell = " +
-                          std::to_string(cfg_.anchors.sizes_at(l).size()) +
-                          " anchors.sizes x " +
-                          std::to_string(cfg_.anchors.aspect_ratios_at(l).size()) +
-                          " anchors.aspect_ratios in model.json)");
+      const std::string& lvl = b.rpn_levels[l];
+      detail::require(o.shape[0] == std::int64_t(n) && o.shape[1] == A, [&] {
+        return module() + ": objectness of level " + lvl + " has shape " + shape_str(o) +
+               ", expected [" + std::to_string(n) + ", " + std::to_string(A) +
+               ", H, W] (anchors per cell = " + std::to_string(cfg_.anchors.sizes_at(l).size()) +
+               " anchors.sizes x " + std::to_string(cfg_.anchors.aspect_ratios_at(l).size()) +
+               " anchors.aspect_ratios in model.json)";
+      });
       detail::require(d.shape[0] == std::int64_t(n) && d.shape[1] == 4 * A &&
                           d.shape[2] == o.shape[2] && d.shape[3] == o.shape[3],
-                      module + ": deltas of level " + lvl + " has shape " + shape_str(d) +
-                          ", expected [" + std::to_string(n) + ", " + std::to_string(4 * A) +
-                          ", " + std::to_string(o.shape[2]) + ", " + std::to_string(o.shape[3]) +
-                          "]");
+                      [&] {
+                        return module() + ": deltas of level " + lvl + " has shape " +
+                               shape_str(d) + ", expected [" + std::to_string(n) + ", " +
+                               std::to_string(4 * A) + ", " + std::to_string(o.shape[2]) + ", " +
+                               std::to_string(o.shape[3]) + "]";
+                      });
       check_grid(o, "objectness of level", lvl, b.rpn_strides[l]);
     }
     for (std::size_t l = 0; l < b.roi_levels.size(); ++l) {
       const auto& f = backbone_.features[l];
-      detail::require(f.shape[0] == std::int64_t(n) && f.shape[1] == b.channels,
-                      module + ": feature map " + b.roi_levels[l] + " has shape " + shape_str(f) +
-                          ", expected [" + std::to_string(n) + ", " +
-                          std::to_string(b.channels) + ", H, W] (backbone.channels in model.json)");
+      detail::require(f.shape[0] == std::int64_t(n) && f.shape[1] == b.channels, [&] {
+        return module() + ": feature map " + b.roi_levels[l] + " has shape " + shape_str(f) +
+               ", expected [" + std::to_string(n) + ", " + std::to_string(b.channels) +
+               ", H, W] (backbone.channels in model.json)";
+      });
       check_grid(f, "feature map", b.roi_levels[l], b.roi_strides[l]);
     }
   }
@@ -440,7 +447,7 @@ class Detector {
     std::size_t calls = 0;
     const std::size_t roi_size = std::size_t(C) * P * P;
     const std::size_t chunk = static_rois > 0 ? std::size_t(static_rois) : head_rows;
-    const std::string module = module_path(cfg_.modules.box_head);
+    const auto module = [&] { return module_path(cfg_.modules.box_head); };
     for (std::size_t start = 0; start < head_rows || (head_rows == 0 && start == 0);
          start += std::max<std::size_t>(chunk, 1)) {
       const std::size_t rows = std::min(chunk, head_rows - start);
@@ -455,20 +462,22 @@ class Detector {
       ++calls;
       const auto& lg = head_out_.class_logits;
       const auto& dl = head_out_.box_deltas;
-      detail::require(lg.shape[0] == std::int64_t(rows) && dl.shape[0] == std::int64_t(rows),
-                      module + ": returned " + std::to_string(lg.shape[0]) + " logit rows and " +
-                          std::to_string(dl.shape[0]) + " delta rows for " +
-                          std::to_string(rows) + " RoIs");
+      detail::require(lg.shape[0] == std::int64_t(rows) && dl.shape[0] == std::int64_t(rows), [&] {
+        return module() + ": returned " + std::to_string(lg.shape[0]) + " logit rows and " +
+               std::to_string(dl.shape[0]) + " delta rows for " + std::to_string(rows) + " RoIs";
+      });
       logits_width_ = int(lg.shape[1]);
       deltas_width_ = int(dl.shape[1]);
-      detail::require(logits_width_ == cfg_.roi_heads.num_classes + 1,
-                      module + ": class_logits has " + std::to_string(logits_width_) +
-                          " columns, model.json roi_heads.num_classes + 1 = " +
-                          std::to_string(cfg_.roi_heads.num_classes + 1));
-      detail::require(deltas_width_ == expected_deltas_width(),
-                      module + ": box_deltas has " + std::to_string(deltas_width_) +
-                          " columns, expected " + std::to_string(expected_deltas_width()) +
-                          " from model.json roi_heads (background, class_agnostic)");
+      detail::require(logits_width_ == cfg_.roi_heads.num_classes + 1, [&] {
+        return module() + ": class_logits has " + std::to_string(logits_width_) +
+               " columns, model.json roi_heads.num_classes + 1 = " +
+               std::to_string(cfg_.roi_heads.num_classes + 1);
+      });
+      detail::require(deltas_width_ == expected_deltas_width(), [&] {
+        return module() + ": box_deltas has " + std::to_string(deltas_width_) +
+               " columns, expected " + std::to_string(expected_deltas_width()) +
+               " from model.json roi_heads (background, class_agnostic)";
+      });
       if (start == 0) {
         logits_.resize(head_rows * std::size_t(logits_width_));
         deltas_.resize(head_rows * std::size_t(deltas_width_));
@@ -479,6 +488,27 @@ class Detector {
                 deltas_.data() + start * std::size_t(deltas_width_));
     }
     return calls;
+  }
+
+  /// Sizes the per-image buffers for the most proposals an image of this input size can
+  /// have, min(post_nms_topk, sum over levels of min(pre_nms_topk, A * H * W)), so that no
+  /// later image of the size grows one (steady state: no heap allocation per image).
+  /// A few comparisons once they are that large.
+  void reserve_workspaces(std::size_t n, std::size_t roi_size) {
+    const std::size_t pre = std::size_t(std::max(cfg_.rpn.pre_nms_topk, 0));
+    std::size_t candidates = 0;
+    for (const TensorView& o : backbone_.objectness)
+      candidates += std::min(std::size_t(o.shape[1] * o.shape[2] * o.shape[3]), pre);
+    const std::size_t rois =
+        std::min(candidates, std::size_t(std::max(cfg_.rpn.post_nms_topk, 0)));
+    const std::size_t rows = n * padded_rows(rois, cfg_.modules.box_head.static_rois.value_or(0));
+    box_features_.reserve(rows * roi_size);
+    logits_.reserve(rows * std::size_t(cfg_.roi_heads.num_classes + 1));
+    deltas_.reserve(rows * std::size_t(expected_deltas_width()));
+    for (auto& levels : levels_) levels.reserve(rois);
+    box_ws_.reserve(rois, cfg_.roi_heads.num_classes);
+    detail::reserve_nms(nms_, rois);
+    if constexpr (requires { roi_align_.reserve(rois); }) roi_align_.reserve(rois);
   }
 
   int expected_deltas_width() const {

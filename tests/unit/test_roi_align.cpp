@@ -316,8 +316,9 @@ TEST_CASE("OmpRoIAlign reuses its sample tables at steady state") {
   rcnn::OmpRoIAlign pool{2};
   pool(maps, scales, rois, levels, cfg, out);
   const auto buffers = [&pool] {
-    std::vector<const void*> b{pool.ws.plans.data(), pool.ws.axes.data(), pool.ws.order.data()};
+    std::vector<const void*> b{pool.ws.plans.data(), pool.ws.order.data()};
     for (const auto& t : pool.ws.tiles) b.push_back(t.data());
+    for (const auto& a : pool.ws.axes) b.push_back(a.data());
     return b;
   };
   const std::vector<const void*> before = buffers();
@@ -365,6 +366,39 @@ TEST_CASE("OmpRoIAlign: pixel (0, 0) read with weight 0 and non-finite features,
           CHECK(bit_identical(got, ref));
         }
       }
+  }
+}
+
+TEST_CASE("OmpRoIAlign: RoIs too large for the tile or the axis buffer, bit-identical") {
+  // A 120 x 90 map: a RoI covering it has a 10800-pixel window (> kTilePixels); a sampling
+  // ratio of 200 gives 7 * 400 axis samples (> kMaxAxisSamples). Both are pooled straight
+  // from the map, next to ordinary RoIs.
+  const int channels = 10;
+  std::vector<float> data(std::size_t(channels) * 120 * 90);
+  std::mt19937 rng(31);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& v : data) v = nd(rng);
+  const std::vector<rcnn::FeatureMap> maps{{data.data(), channels, 120, 90}};
+  const std::vector<float> scales{1.f};
+  const std::vector<rcnn::Box> rois{{0, 0, 90, 120}, {3, 4, 20, 30}, {-10, -10, 100, 130},
+                                    {40, 50, 45, 52}};
+  const std::vector<int> levels(rois.size(), 0);
+  static_assert(rcnn::OmpRoIAlign::kTilePixels < 120 * 90);
+  for (const int ratio : {0, 2, 200}) {
+    rcnn::PoolerConfig cfg;
+    cfg.sampling_ratio = ratio;
+    const std::size_t n = rois.size() * channels * 49;
+    std::vector<float> ref(n, 1.f), got(n, 2.f);
+    rcnn::RoIAlignRef{}(maps, scales, rois, levels, cfg, ref);
+    for (const int threads : {1, 2}) {
+      rcnn::OmpRoIAlign pool{threads};
+      pool(maps, scales, rois, levels, cfg, got);
+      CAPTURE(ratio);
+      CAPTURE(threads);
+      CHECK(bit_identical(got, ref));
+      CHECK(pool.ws.plans[0].direct);
+      CHECK(pool.ws.plans[1].direct == (ratio == 200));
+    }
   }
 }
 

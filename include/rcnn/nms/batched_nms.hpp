@@ -25,21 +25,23 @@ struct BatchedNmsWorkspace {
   std::vector<int> group_keep;    ///< one group's NMS result (indices into the group)
   std::vector<std::uint64_t> keys;  ///< sort keys of the final order (detail::nms_sort_key)
 
-  /// Capacity for inputs of up to `n` boxes: later calls with at most `n` boxes (and group
-  /// ids spanning at most n + 1024 values) allocate nothing here.
-  void reserve(std::size_t n) {
+  /// Capacity for inputs of up to `n` boxes with at most `max_group` boxes per group: later
+  /// such calls (with group ids spanning at most min(n, 4096) + 1024 values) allocate
+  /// nothing here. (`batched_nms`'s `keep` and the NMS policy's scratch are reserved by
+  /// their owners: `keep.reserve(n)`, `detail::reserve_nms(nms, max_group)`.)
+  void reserve(std::size_t n, std::size_t max_group) {
     perm.reserve(n);
-    counts.reserve(n + 1025);
-    boxes.reserve(n);
-    scores.reserve(n);
-    group_keep.reserve(n);
+    counts.reserve(std::min(n, std::size_t(4096)) + 1025);
     keys.reserve(n);
+    boxes.reserve(max_group);
+    scores.reserve(max_group);
+    group_keep.reserve(max_group);
   }
 };
 
 namespace detail {
-/// Calls `nms.reserve(n)` when the NMS policy has one (BitmaskNms), so that its own scratch
-/// is sized up front too; a no-op for stateless policies.
+/// Calls `nms.reserve(n)` when the NMS policy has one (BitmaskNms), so that its scratch is
+/// sized up front too; a no-op for stateless policies.
 template <class Nms>
 void reserve_nms(Nms& nms, std::size_t n) {
   if constexpr (requires { nms.reserve(n); }) nms.reserve(n);

@@ -217,13 +217,15 @@ inline void pil_resize_bilinear(const std::uint8_t* src, Size in, std::size_t sr
                                 int src_pixel_step, int channels, std::uint8_t* dst, Size out,
                                 std::size_t dst_row_step, PilResizeWorkspace& ws) {
   detail::require(src != nullptr && dst != nullptr, "pil_resize_bilinear: null image pointer");
-  detail::require(in.height > 0 && in.width > 0 && out.height > 0 && out.width > 0,
-                  "pil_resize_bilinear: empty size (" + std::to_string(in.height) + "x" +
-                      std::to_string(in.width) + " -> " + std::to_string(out.height) + "x" +
-                      std::to_string(out.width) + ")");
-  detail::require(channels >= 1 && channels <= 4 && src_pixel_step >= channels,
-                  "pil_resize_bilinear: unsupported channels " + std::to_string(channels) +
-                      " with pixel step " + std::to_string(src_pixel_step));
+  detail::require(in.height > 0 && in.width > 0 && out.height > 0 && out.width > 0, [&] {
+    return "pil_resize_bilinear: empty size (" + std::to_string(in.height) + "x" +
+           std::to_string(in.width) + " -> " + std::to_string(out.height) + "x" +
+           std::to_string(out.width) + ")";
+  });
+  detail::require(channels >= 1 && channels <= 4 && src_pixel_step >= channels, [&] {
+    return "pil_resize_bilinear: unsupported channels " + std::to_string(channels) +
+           " with pixel step " + std::to_string(src_pixel_step);
+  });
   switch (channels) {
     case 1:
       detail::pil_resize_impl<1>(src, in, src_row_step, src_pixel_step, dst, out, dst_row_step, ws);
@@ -245,9 +247,10 @@ inline void pil_resize_bilinear(const std::uint8_t* src, Size in, std::size_t sr
 inline void pil_resize_bilinear(const ImageView& src, Size out, std::span<std::uint8_t> dst,
                                 PilResizeWorkspace& ws) {
   const std::size_t need = std::size_t(out.height) * std::size_t(out.width) * std::size_t(src.channels);
-  detail::require(dst.size() >= need, "pil_resize_bilinear: output buffer holds " +
-                                          std::to_string(dst.size()) + " bytes, need " +
-                                          std::to_string(need));
+  detail::require(dst.size() >= need, [&] {
+    return "pil_resize_bilinear: output buffer holds " + std::to_string(dst.size()) +
+           " bytes, need " + std::to_string(need);
+  });
   pil_resize_bilinear(src.data, {src.height, src.width}, src.row_step(), src.channels,
                       src.channels, dst.data(), out,
                       std::size_t(out.width) * std::size_t(src.channels), ws);

@@ -48,30 +48,37 @@ inline std::string size_string(Size s) {
 
 /// Validates `img` and returns its size.
 inline Size check_image(const ImageView& img) {
-  require(img.data != nullptr && img.height > 0 && img.width > 0,
-          "preprocess: empty image (" + std::to_string(img.height) + "x" +
-              std::to_string(img.width) + (img.data ? ")" : ", null data)"));
-  require(img.channels == 1 || img.channels == 3 || img.channels == 4,
-          "preprocess: unsupported channel count " + std::to_string(img.channels) +
-              " (expected 1, 3 or 4)");
-  require(img.height <= kMaxImageSide && img.width <= kMaxImageSide,
-          "preprocess: image " + size_string({img.height, img.width}) +
-              " is too large (max side " + std::to_string(kMaxImageSide) + ")");
-  require(img.row_step() >= std::size_t(img.width) * std::size_t(img.channels),
-          "preprocess: row step " + std::to_string(img.step) + " is smaller than width * channels " +
-              std::to_string(std::size_t(img.width) * std::size_t(img.channels)));
+  require(img.data != nullptr && img.height > 0 && img.width > 0, [&] {
+    return "preprocess: empty image (" + std::to_string(img.height) + "x" +
+           std::to_string(img.width) + (img.data ? ")" : ", null data)");
+  });
+  require(img.channels == 1 || img.channels == 3 || img.channels == 4, [&] {
+    return "preprocess: unsupported channel count " + std::to_string(img.channels) +
+           " (expected 1, 3 or 4)";
+  });
+  require(img.height <= kMaxImageSide && img.width <= kMaxImageSide, [&] {
+    return "preprocess: image " + size_string({img.height, img.width}) +
+           " is too large (max side " + std::to_string(kMaxImageSide) + ")";
+  });
+  require(img.row_step() >= std::size_t(img.width) * std::size_t(img.channels), [&] {
+    return "preprocess: row step " + std::to_string(img.step) +
+           " is smaller than width * channels " +
+           std::to_string(std::size_t(img.width) * std::size_t(img.channels));
+  });
   return {img.height, img.width};
 }
 
 /// Resized size, validated against kMaxImageSide.
 inline Size checked_resized_shape(Size in, const InputConfig& cfg, Conventions conv) {
   const Size out = resized_shape(in, cfg.resize, conv);
-  require(out.height > 0 && out.width > 0,
-          "preprocess: image " + size_string(in) + " resizes to the empty size " +
-              size_string(out));
-  require(out.height <= kMaxImageSide && out.width <= kMaxImageSide,
-          "preprocess: resized size " + size_string(out) + " is too large (max side " +
-              std::to_string(kMaxImageSide) + ")");
+  require(out.height > 0 && out.width > 0, [&] {
+    return "preprocess: image " + size_string(in) + " resizes to the empty size " +
+           size_string(out);
+  });
+  require(out.height <= kMaxImageSide && out.width <= kMaxImageSide, [&] {
+    return "preprocess: resized size " + size_string(out) + " is too large (max side " +
+           std::to_string(kMaxImageSide) + ")";
+  });
   return out;
 }
 
@@ -82,18 +89,22 @@ inline Size padded_shape(Size resized, int size_divisibility, const std::optiona
   if (pad_to) {
     require(pad_to->height > 0 && pad_to->width > 0 && pad_to->height <= kMaxImageSide &&
                 pad_to->width <= kMaxImageSide,
-            "preprocess: static input shape " + size_string(*pad_to) +
-                " is not within 1.." + std::to_string(kMaxImageSide) +
-                " per side (modules.backbone_rpn.static_shape)");
-    require(pad_to->height >= resized.height && pad_to->width >= resized.width,
-            "preprocess: resized image " + size_string(resized) +
-                " does not fit the static input shape " + size_string(*pad_to));
+            [&] {
+              return "preprocess: static input shape " + size_string(*pad_to) +
+                     " is not within 1.." + std::to_string(kMaxImageSide) +
+                     " per side (modules.backbone_rpn.static_shape)";
+            });
+    require(pad_to->height >= resized.height && pad_to->width >= resized.width, [&] {
+      return "preprocess: resized image " + size_string(resized) +
+             " does not fit the static input shape " + size_string(*pad_to);
+    });
     return *pad_to;
   }
   if (size_divisibility <= 1) return resized;
-  require(size_divisibility <= kMaxImageSide,
-          "preprocess: input.size_divisibility " + std::to_string(size_divisibility) +
-              " is larger than the largest image side " + std::to_string(kMaxImageSide));
+  require(size_divisibility <= kMaxImageSide, [&] {
+    return "preprocess: input.size_divisibility " + std::to_string(size_divisibility) +
+           " is larger than the largest image side " + std::to_string(kMaxImageSide);
+  });
   const int d = size_divisibility;
   return {(resized.height + d - 1) / d * d, (resized.width + d - 1) / d * d};
 }
@@ -111,7 +122,7 @@ inline std::array<int, 3> channel_map(const ImageView& img, const InputConfig& c
 inline void normalization_table(const InputConfig& cfg, std::array<std::array<float, 256>, 3>& lut) {
   const float scale = cfg.pixel_scale;
   require(std::isfinite(scale) && scale > 0.f,
-          "preprocess: pixel_scale must be positive, got " + std::to_string(scale));
+          [&] { return "preprocess: pixel_scale must be positive, got " + std::to_string(scale); });
   float divisor = 0.f;
   if (scale != 1.f) {
     const double k = std::round(1.0 / double(scale));

@@ -75,18 +75,21 @@ inline Size torchvision_shortest_edge_shape(Size in, int min_size, int max_size)
 /// Resized size of an `in`-sized image under `cfg` and the framework rules `conv`.
 /// Throws rcnn::Error for an empty input or non-positive configuration values.
 inline Size resized_shape(Size in, const ResizeConfig& cfg, Conventions conv) {
-  detail::require(in.height > 0 && in.width > 0,
-                  "resized_shape: empty image (" + std::to_string(in.height) + "x" +
-                      std::to_string(in.width) + ")");
+  detail::require(in.height > 0 && in.width > 0, [&] {
+    return "resized_shape: empty image (" + std::to_string(in.height) + "x" +
+           std::to_string(in.width) + ")";
+  });
   if (cfg.mode == ResizeConfig::Mode::fixed) {
-    detail::require(cfg.height > 0 && cfg.width > 0,
-                    "resize: fixed size must be positive, got " + std::to_string(cfg.height) +
-                        "x" + std::to_string(cfg.width));
+    detail::require(cfg.height > 0 && cfg.width > 0, [&] {
+      return "resize: fixed size must be positive, got " + std::to_string(cfg.height) + "x" +
+             std::to_string(cfg.width);
+    });
     return {cfg.height, cfg.width};
   }
-  detail::require(cfg.min_size > 0 && cfg.max_size > 0,
-                  "resize: min_size and max_size must be positive, got " +
-                      std::to_string(cfg.min_size) + " and " + std::to_string(cfg.max_size));
+  detail::require(cfg.min_size > 0 && cfg.max_size > 0, [&] {
+    return "resize: min_size and max_size must be positive, got " + std::to_string(cfg.min_size) +
+           " and " + std::to_string(cfg.max_size);
+  });
   return conv == Conventions::detectron2
              ? detectron2_shortest_edge_shape(in, cfg.min_size, cfg.max_size)
              : torchvision_shortest_edge_shape(in, cfg.min_size, cfg.max_size);

@@ -145,11 +145,12 @@ inline void torch_resize_bilinear(const float* src, int channels, Size in, float
                                   TorchResizeWorkspace& ws,
                                   TorchMemoryFormat format = TorchMemoryFormat::contiguous) {
   detail::require(src != nullptr && dst != nullptr, "torch_resize_bilinear: null pointer");
-  detail::require(channels > 0 && in.height > 0 && in.width > 0 && out.height > 0 &&
-                      out.width > 0,
-                  "torch_resize_bilinear: empty size (" + std::to_string(channels) + "x" +
-                      std::to_string(in.height) + "x" + std::to_string(in.width) + " -> " +
-                      std::to_string(out.height) + "x" + std::to_string(out.width) + ")");
+  detail::require(channels > 0 && in.height > 0 && in.width > 0 && out.height > 0 && out.width > 0,
+                  [&] {
+                    return "torch_resize_bilinear: empty size (" + std::to_string(channels) + "x" +
+                           std::to_string(in.height) + "x" + std::to_string(in.width) + " -> " +
+                           std::to_string(out.height) + "x" + std::to_string(out.width) + ")";
+                  });
   detail::require(dst_row_stride >= std::size_t(out.width) &&
                       dst_plane_stride >= dst_row_stride * std::size_t(out.height),
                   "torch_resize_bilinear: output strides too small");

@@ -53,15 +53,19 @@ struct TopKProposalSelector {
     ws.candidate_levels.clear();
     // Capacity for the most candidates these inputs can give (per level min(top-k, A*H*W)),
     // so that images of one size never grow the workspace after the first.
-    std::size_t most = 0;
-    for (const RpnLevelInput& in : levels)
-      most += std::min(in.objectness.size(), std::size_t(std::max(cfg.pre_nms_topk, 0)));
+    std::size_t most = 0, most_per_level = 0;
+    for (const RpnLevelInput& in : levels) {
+      const std::size_t m =
+          std::min(in.objectness.size(), std::size_t(std::max(cfg.pre_nms_topk, 0)));
+      most += m;
+      most_per_level = std::max(most_per_level, m);
+    }
     ws.candidates.boxes.reserve(most);
     ws.candidates.scores.reserve(most);
     ws.candidate_levels.reserve(most);
     ws.keep.reserve(most);
-    ws.nms.reserve(most);
-    detail::reserve_nms(nms, most);
+    ws.nms.reserve(most, most_per_level);
+    detail::reserve_nms(nms, most_per_level);
     const std::size_t most_out = std::min(most, std::size_t(std::max(cfg.post_nms_topk, 0)));
     out.boxes.reserve(most_out);
     out.scores.reserve(most_out);

@@ -56,56 +56,74 @@ inline void interleave8(const float* src, std::size_t plane, int n, float* dst) 
     for (std::size_t j = 0; j < 8; ++j) dst[std::size_t(x) * 8 + j] = src[j * plane + std::size_t(x)];
 }
 
-/// What `OmpRoIAlign` precomputes per RoI: its geometry, the window of its map that its
+/// What `OmpRoIAlign` precomputes per RoI: its geometry and the window of its map that its
 /// samples read (rows y0 .. y0 + rows - 1, columns x0 .. x0 + cols - 1; empty when no
-/// sample is inside the map), and where its per-axis samples start in the workspace.
+/// sample is inside the map). `direct`: too many samples or too large a window for the
+/// fixed-size scratch; pooled straight from the map instead.
 struct RoIAlignPlan {
   RoIAlignGeometry g;
   int level = 0;
   int y0 = 0, x0 = 0, rows = 0, cols = 0;
-  std::size_t axes = 0;  ///< index of its first y sample; its x samples follow
+  bool direct = false;
   std::size_t pixels() const { return std::size_t(rows) * std::size_t(cols); }
 };
 
 }  // namespace detail
 
-/// Scratch of `OmpRoIAlign`, grown to the largest call seen and then reused: one plan per
-/// RoI, their per-axis samples, the processing order, and one tile per thread.
+/// Scratch of `OmpRoIAlign`: one plan per RoI and the processing order (grown to the most
+/// RoIs seen, or set up front with `OmpRoIAlign::reserve`), and per thread a fixed-size tile
+/// and per-axis sample buffer (allocated once per thread count).
 struct OmpRoIAlignWorkspace {
   std::vector<detail::RoIAlignPlan> plans;
-  std::vector<detail::AxisSample> axes;
   std::vector<int> order;
-  std::vector<std::vector<float>> tiles;  ///< per thread
+  std::vector<std::vector<float>> tiles;                // per thread
+  std::vector<std::vector<detail::AxisSample>> axes;  // per thread
 };
 
 /// Multi-level RoIAlign parallelised with OpenMP; same contract and bit-identical output as
 /// `RoIAlignRef` (the same float operations on the same values in the same order; only the
 /// loop nesting and the memory layout differ).
 ///
-/// Plan (serial, O(R * P * grid)): per RoI, the sample coordinates are computed once per
-/// axis (P * grid_h y values, P * grid_w x values; a 2-D sample's weights and pixels are
-/// products and combinations of its two axes' values, so nothing is recomputed per
-/// channel), and the window of the map they read. RoIs are then ordered by level and window
-/// position, so that consecutive RoIs read overlapping, cache-resident rows.
+/// Plan (serial, O(R * P * grid)): per RoI, its geometry and the window of the map its
+/// samples read; RoIs are then ordered by level and window position, so that consecutive
+/// RoIs read overlapping, cache-resident rows.
 /// Pool: channels are processed in groups of 8 and, within a group, RoI after RoI in that
-/// order: the RoI's window of the group's 8 planes (plus pixel (0, 0), which the kernel
-/// reads with weight 0 for samples outside the map) is copied into a small tile with the 8
-/// channels interleaved, so each sample reads 4 contiguous 8-float vectors; the 8
-/// accumulators (each summed in the kernel's order) vectorise, and each output plane is
-/// written contiguously. Memory traffic is about one pass over the 8 planes of a level per
-/// group instead of one window per RoI and channel from anywhere in the maps.
+/// order. Per RoI, the sample coordinates are computed once per axis (P * grid_h y values,
+/// P * grid_w x values; a 2-D sample's weights and pixels are products and combinations of
+/// its two axes' values, exactly as `bilinear_sample()` computes them), and the RoI's window
+/// of the group's 8 planes (plus pixel (0, 0), which the kernel reads with weight 0 for
+/// samples outside the map) is copied into a small tile with the 8 channels interleaved, so
+/// each sample reads 4 contiguous 8-float vectors; the 8 accumulators (each summed in the
+/// kernel's order) vectorise, and each output plane is written contiguously. Memory traffic
+/// is about one pass over the 8 planes of a level per group instead of one window per RoI
+/// and channel from anywhere in the maps. A RoI whose window exceeds the tile (`kTilePixels`)
+/// or whose samples exceed `kMaxAxisSamples` (only RoIs far larger than their map) is pooled
+/// straight from the map, as RoIAlignRef does.
 /// Work split: (channel group, RoI range) items, dynamically scheduled; RoI ranges are cut
 /// only when there are fewer groups than threads. `num_threads` goes to the `num_threads`
 /// clause of the parallel region (values < 1 mean 1); the global OpenMP thread count is
 /// never changed.
 ///
 /// Cost: O(R * C * P^2 * grid^2) multiply-adds + O(R * C * window) copies (window <= the
-/// RoI's extent in the map + 2 rows and columns) + an O(R log R) sort. No heap allocation
-/// once the workspace has grown to the largest call seen (RoI count, samples, window).
+/// RoI's extent in the map + 2 rows and columns) + an O(R log R) sort. Memory: 32 bytes per
+/// RoI, and per thread a 128 KiB tile and 40 KiB of axis samples. No heap allocation once
+/// the RoI count has been seen (or reserved) and the thread count has not grown.
 /// Thread-safety: stateful (mutable workspace): use one instance per calling thread.
 struct OmpRoIAlign {
   int num_threads = 1;
   mutable OmpRoIAlignWorkspace ws{};
+
+  /// Tile capacity in pixels (of 8 channels each), the (0, 0) pixel included.
+  static constexpr std::size_t kTilePixels = 4096;
+  /// Per-axis sample capacity of one RoI: P * (grid_h + grid_w).
+  static constexpr std::size_t kMaxAxisSamples = 2048;
+
+  /// Sizes the workspace for calls with up to `rois` RoIs (and the current thread count).
+  void reserve(std::size_t rois) const {
+    ws.plans.reserve(rois);
+    ws.order.reserve(rois);
+    reserve_threads(std::size_t(std::max(num_threads, 1)));
+  }
 
   void operator()(std::span<const FeatureMap> maps, std::span<const float> spatial_scales,
                   std::span<const Box> rois, std::span<const int> levels,
@@ -114,89 +132,87 @@ struct OmpRoIAlign {
     const int threads = std::max(num_threads, 1);
     const std::size_t R = rois.size();
     if (R == 0) return;
+    // Everything is sized before the parallel region: nothing is allocated inside.
+    reserve_threads(std::size_t(threads));
+    plan(maps, spatial_scales, rois, levels, cfg);
     const int channels = maps[0].channels;
     const int groups = (channels + kGroup - 1) / kGroup;
-    const std::size_t tile_pixels = plan(maps, spatial_scales, rois, levels, cfg);
-
-    // Everything is sized before the parallel region: nothing is allocated inside.
-    const std::size_t sets = std::size_t(threads);
-    if (ws.tiles.size() < sets) ws.tiles.resize(sets);
-    for (std::size_t t = 0; t < sets; ++t)
-      if (ws.tiles[t].size() < tile_pixels * kGroup) ws.tiles[t].resize(tile_pixels * kGroup);
-    const int chunks = std::min<int>(int(std::min<std::size_t>(R, 1u << 20)),
-                                     std::max(1, (threads + groups - 1) / groups));
+    const int chunks = int(std::min<std::size_t>(R, std::size_t(std::max(1, (threads + groups - 1) / groups))));
     const int items = groups * chunks;
     const int pooled = cfg.resolution;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int item = 0; item < items; ++item) {
-      float* tile = ws.tiles[std::size_t(omp_get_thread_num())].data();
+    const auto run_item = [&](int item, std::size_t t) {
+      float* tile = ws.tiles[t].data();
+      detail::AxisSample* axes = ws.axes[t].data();
       const int grp = item / chunks, chunk = item % chunks;
       const std::size_t first = R * std::size_t(chunk) / std::size_t(chunks);
       const std::size_t last = R * std::size_t(chunk + 1) / std::size_t(chunks);
       for (std::size_t k = first; k < last; ++k) {
         const std::size_t r = std::size_t(ws.order[k]);
         const detail::RoIAlignPlan& p = ws.plans[r];
-        pool_group(maps[std::size_t(p.level)], p, ws.axes.data() + p.axes, pooled, tile, r, grp,
-                   out);
+        const FeatureMap& map = maps[std::size_t(p.level)];
+        if (p.direct)
+          pool_group_direct(map, p.g, pooled, r, grp, out);
+        else
+          pool_group(map, p, pooled, axes, tile, r, grp, out);
       }
+    };
+    if (threads == 1) {
+      // No parallel region: no OpenMP overhead, and the OpenMP runtime's cached thread team
+      // (reused only by regions of the same size) is left to the multi-threaded callers.
+      for (int item = 0; item < items; ++item) run_item(item, 0);
+      return;
     }
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int item = 0; item < items; ++item) run_item(item, std::size_t(omp_get_thread_num()));
   }
 
  private:
   /// Channels pooled together: one pass over a RoI's samples serves the group.
   static constexpr int kGroup = 8;
 
-  /// Fills ws.plans, ws.axes (tile offsets) and ws.order; returns the largest tile (pixels,
-  /// the (0, 0) pixel included).
-  std::size_t plan(std::span<const FeatureMap> maps, std::span<const float> spatial_scales,
-                   std::span<const Box> rois, std::span<const int> levels,
-                   const PoolerConfig& cfg) const {
+  void reserve_threads(std::size_t sets) const {
+    if (ws.tiles.size() < sets) ws.tiles.resize(sets);
+    if (ws.axes.size() < sets) ws.axes.resize(sets);
+    for (std::size_t t = 0; t < sets; ++t) {
+      if (ws.tiles[t].size() < kTilePixels * kGroup) ws.tiles[t].resize(kTilePixels * kGroup);
+      if (ws.axes[t].size() < kMaxAxisSamples) ws.axes[t].resize(kMaxAxisSamples);
+    }
+  }
+
+  /// Fills ws.plans and ws.order (grown to R when needed).
+  void plan(std::span<const FeatureMap> maps, std::span<const float> spatial_scales,
+            std::span<const Box> rois, std::span<const int> levels,
+            const PoolerConfig& cfg) const {
     const std::size_t R = rois.size();
     const int pooled = cfg.resolution;
     if (ws.plans.size() < R) ws.plans.resize(R);
     if (ws.order.size() < R) ws.order.resize(R);
-    std::size_t num_axes = 0;
+    detail::AxisSample* scratch = ws.axes[0].data();
     for (std::size_t r = 0; r < R; ++r) {
       detail::RoIAlignPlan& p = ws.plans[r];
+      p = {};
       p.level = levels[r];
       p.g = detail::roi_align_geometry(rois[r], spatial_scales[std::size_t(p.level)], pooled,
                                        cfg.sampling_ratio, cfg.aligned);
-      p.axes = num_axes;
-      if (p.g.grid_h > 0 && p.g.grid_w > 0)
-        num_axes += std::size_t(pooled) * (std::size_t(p.g.grid_h) + std::size_t(p.g.grid_w));
-    }
-    if (ws.axes.size() < num_axes) ws.axes.resize(num_axes);
-    std::size_t tile_pixels = 1;
-    for (std::size_t r = 0; r < R; ++r) {
-      detail::RoIAlignPlan& p = ws.plans[r];
-      p.y0 = p.x0 = p.rows = p.cols = 0;
       if (p.g.grid_h <= 0 || p.g.grid_w <= 0) continue;
+      if (std::size_t(pooled) * (std::size_t(p.g.grid_h) + std::size_t(p.g.grid_w)) >
+          kMaxAxisSamples) {
+        p.direct = true;
+        continue;
+      }
       const FeatureMap& map = maps[std::size_t(p.level)];
-      detail::AxisSample* ys = ws.axes.data() + p.axes;
-      detail::AxisSample* xs = ys + std::size_t(pooled) * std::size_t(p.g.grid_h);
       int y_first, y_last, x_first, x_last;
-      const bool in_y = axis_samples(p.g.start_h, p.g.bin_h, p.g.grid_h, pooled, map.height, ys,
-                                     y_first, y_last);
-      const bool in_x = axis_samples(p.g.start_w, p.g.bin_w, p.g.grid_w, pooled, map.width, xs,
-                                     x_first, x_last);
+      const bool in_y = axis_samples(p.g.start_h, p.g.bin_h, p.g.grid_h, pooled, map.height,
+                                     scratch, y_first, y_last);
+      const bool in_x = axis_samples(p.g.start_w, p.g.bin_w, p.g.grid_w, pooled, map.width,
+                                     scratch, x_first, x_last);
       if (in_y && in_x) {
         p.y0 = y_first;
         p.x0 = x_first;
         p.rows = y_last - y_first + 1;
         p.cols = x_last - x_first + 1;
       }
-      // Map indices -> offsets (floats) into the tile; outside samples are never read
-      // through these (they read the (0, 0) pixel after the window).
-      const int ny = pooled * p.g.grid_h, nx = pooled * p.g.grid_w;
-      for (int i = 0; i < ny; ++i) {
-        ys[i].low = (ys[i].low - p.y0) * p.cols * kGroup;
-        ys[i].high = (ys[i].high - p.y0) * p.cols * kGroup;
-      }
-      for (int i = 0; i < nx; ++i) {
-        xs[i].low = (xs[i].low - p.x0) * kGroup;
-        xs[i].high = (xs[i].high - p.x0) * kGroup;
-      }
-      tile_pixels = std::max(tile_pixels, p.pixels() + 1);
+      p.direct = p.pixels() + 1 > kTilePixels;
     }
     // Level, then window row, then column: neighbouring RoIs share cached rows.
     for (std::size_t r = 0; r < R; ++r) ws.order[r] = int(r);
@@ -209,7 +225,6 @@ struct OmpRoIAlign {
       if (pa.x0 != pb.x0) return pa.x0 < pb.x0;
       return a < b;
     });
-    return tile_pixels;
   }
 
   /// The `pooled * grid` samples of one axis, in (p, i) order, and the range of map indices
@@ -231,10 +246,10 @@ struct OmpRoIAlign {
     return last >= first;
   }
 
-  /// out[r, c0 .. c0 + 7, :, :] (fewer for the last group) of one planned RoI.
-  static void pool_group(const FeatureMap& map, const detail::RoIAlignPlan& p,
-                         const detail::AxisSample* axes, int pooled, float* tile, std::size_t r,
-                         int group, std::span<float> out) {
+  /// out[r, c0 .. c0 + 7, :, :] (fewer for the last group) of a RoI pooled from its tile.
+  static void pool_group(const FeatureMap& map, const detail::RoIAlignPlan& p, int pooled,
+                         detail::AxisSample* axes, float* tile, std::size_t r, int group,
+                         std::span<float> out) {
     const std::size_t bins = std::size_t(pooled) * std::size_t(pooled);
     const int c0 = group * kGroup;
     const int nc = std::min(kGroup, map.channels - c0);
@@ -243,6 +258,21 @@ struct OmpRoIAlign {
     if (g.grid_h <= 0 || g.grid_w <= 0) {  // no samples: 0 / count
       std::fill(o, o + std::size_t(nc) * bins, 0.f / g.count);
       return;
+    }
+    // Per-axis samples, their indices turned into offsets (floats) into the tile. Outside
+    // samples are never read through these (they read the (0, 0) pixel after the window).
+    detail::AxisSample* ys = axes;
+    detail::AxisSample* xs = axes + std::size_t(pooled) * std::size_t(g.grid_h);
+    int unused_first, unused_last;
+    axis_samples(g.start_h, g.bin_h, g.grid_h, pooled, map.height, ys, unused_first, unused_last);
+    axis_samples(g.start_w, g.bin_w, g.grid_w, pooled, map.width, xs, unused_first, unused_last);
+    for (int i = 0; i < pooled * g.grid_h; ++i) {
+      ys[i].low = (ys[i].low - p.y0) * p.cols * kGroup;
+      ys[i].high = (ys[i].high - p.y0) * p.cols * kGroup;
+    }
+    for (int i = 0; i < pooled * g.grid_w; ++i) {
+      xs[i].low = (xs[i].low - p.x0) * kGroup;
+      xs[i].high = (xs[i].high - p.x0) * kGroup;
     }
     // The window (and pixel (0, 0)) of the group's channels, interleaved: tile pixel
     // (y, x) holds the 8 channels at (y0 + y, x0 + x).
@@ -266,8 +296,6 @@ struct OmpRoIAlign {
     for (int j = 0; j < kGroup; ++j)
       tile[p.pixels() * kGroup + std::size_t(j)] = j < nc ? base[std::size_t(j) * plane] : 0.f;
 
-    const detail::AxisSample* ys = axes;
-    const detail::AxisSample* xs = axes + std::size_t(pooled) * std::size_t(g.grid_h);
     for (int ph = 0; ph < pooled; ++ph)
       for (int pw = 0; pw < pooled; ++pw) {
         float acc[kGroup] = {};
@@ -296,6 +324,32 @@ struct OmpRoIAlign {
         for (int j = 0; j < kGroup; ++j) acc[j] = acc[j] / g.count;  // all 8: one vector op
         for (int j = 0; j < nc; ++j) o[std::size_t(j) * bins + b] = acc[j];
       }
+  }
+
+  /// The same, straight from the map (RoIs too large for the tile): RoIAlignRef's loop.
+  static void pool_group_direct(const FeatureMap& map, const detail::RoIAlignGeometry& g,
+                                int pooled, std::size_t r, int group, std::span<float> out) {
+    const std::size_t bins = std::size_t(pooled) * std::size_t(pooled);
+    const int c0 = group * kGroup;
+    const int nc = std::min(kGroup, map.channels - c0);
+    const std::size_t plane = std::size_t(map.height) * std::size_t(map.width);
+    for (int c = c0; c < c0 + nc; ++c) {
+      const float* data = map.data + std::size_t(c) * plane;
+      float* o = out.data() + (r * std::size_t(map.channels) + std::size_t(c)) * bins;
+      for (int ph = 0; ph < pooled; ++ph)
+        for (int pw = 0; pw < pooled; ++pw) {
+          float acc = 0.f;
+          for (int iy = 0; iy < g.grid_h; ++iy) {
+            const float y = detail::roi_align_coord(g.start_h, ph, g.bin_h, iy, g.grid_h);
+            for (int ix = 0; ix < g.grid_w; ++ix) {
+              const float x = detail::roi_align_coord(g.start_w, pw, g.bin_w, ix, g.grid_w);
+              acc = detail::accumulate_sample(
+                  acc, detail::bilinear_sample(y, x, map.height, map.width), data);
+            }
+          }
+          o[std::size_t(ph) * std::size_t(pooled) + std::size_t(pw)] = acc / g.count;
+        }
+    }
   }
 };
 

@@ -393,7 +393,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_model_matches(model, model_json)
         backbone_rpn, box_head = make_wrappers(model)
         specs = core.standard_specs(model_json, backbone_rpn, box_head, device=torch.device(device))
-        core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance)
+        core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance,
+                           freeze=args.freeze, channels_last=args.channels_last)
     except core.ExportError as error:
         core.exit_with_error(str(error), code=1)
     print(args.output)

@@ -124,6 +124,13 @@ bundle options:
                      (Inf1); needs torch-neuron and both --fixed-size and --static-rois.
   --tolerance T      allowed max |traced - eager| relative to max(1, max |eager|) per output
                      (default: 1e-4 cpu, 1e-3 cuda, 5e-2 neuron).
+  --freeze           torch.jit.freeze the traced modules: weights become graph constants and
+                     convolution + batch norm are folded (faster on CPU; checked against the
+                     eager model like any export). cpu and cuda targets.
+  --channels-last    store the modules' 4-D weights channels-last, so that CPU convolutions
+                     run oneDNN's NHWC kernels (the runtime's NCHW inputs are accepted as they
+                     are). With --freeze the fastest CPU bundle; bench/exporter_options.py
+                     and docs/performance.md have the measurements. cpu and cuda targets.
 """
 
 
@@ -140,6 +147,10 @@ def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where the modules run: cpu (default), cuda or neuron (Inf1)")
     group.add_argument("--tolerance", type=float, default=None, metavar="T",
                        help="traced-vs-eager tolerance (relative to max(1, max |eager|))")
+    group.add_argument("--freeze", action="store_true",
+                       help="torch.jit.freeze the modules (faster on CPU)")
+    group.add_argument("--channels-last", action="store_true",
+                       help="channels-last weights (NHWC convolutions on CPU)")
 
 
 def validate_bundle_arguments(args: argparse.Namespace) -> None:
@@ -150,6 +161,9 @@ def validate_bundle_arguments(args: argparse.Namespace) -> None:
         exit_with_error("--static-rois needs a positive integer")
     if args.tolerance is not None and not args.tolerance > 0:
         exit_with_error("--tolerance must be positive")
+    if args.target == "neuron" and (getattr(args, "freeze", False) or getattr(args, "channels_last", False)):
+        exit_with_error("--freeze and --channels-last are for the cpu and cuda targets "
+                        "(torch_neuron.trace compiles the graph itself)")
     if args.target == "neuron" and (args.fixed_size is None or args.static_rois is None):
         exit_with_error(
             "--target neuron compiles for fixed shapes: give --fixed-size H W and --static-rois R "
@@ -412,6 +426,23 @@ def trace_module(module: nn.Module, example: Tensor, target: str) -> torch.jit.S
         return torch.jit.trace(module, example, strict=False, check_trace=False)
 
 
+def optimize_module(module: torch.jit.ScriptModule, *, freeze: bool = False,
+                    channels_last: bool = False) -> torch.jit.ScriptModule:
+    """The CPU speed options of the exporters (--freeze, --channels-last) on a traced module.
+
+    channels_last: every 4-D parameter and buffer is stored channels-last, so convolutions
+    take oneDNN's NHWC path whatever the input's layout; freeze: ``torch.jit.freeze``
+    (parameters become constants, conv + batch norm and conv + add/mul are folded). Both
+    keep the module serialisable (``torch.jit.optimize_for_inference`` does not in torch
+    1.13: its MKLDNN constants cannot be reloaded). Measured by bench/exporter_options.py.
+    """
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if freeze:
+        module = torch.jit.freeze(module.eval())
+    return module
+
+
 def max_abs_diffs(reference: NamedTensors, actual: NamedTensors, tolerance: float
                   ) -> Tuple[Dict[str, float], List[str]]:
     """Max |diff| per output and the list of failures (shape mismatch or above tolerance)."""
@@ -480,9 +511,11 @@ def load_module(path: str, target: str) -> torch.jit.ScriptModule:
 
 def export_bundle(output_dir: str, model_json: Dict[str, Any], specs: Sequence[ModuleSpec], *,
                   target: str = "cpu", tolerance: Optional[float] = None,
-                  add_sha256: bool = True) -> Dict[str, Any]:
+                  add_sha256: bool = True, freeze: bool = False,
+                  channels_last: bool = False) -> Dict[str, Any]:
     """Trace, save, reload and check every module, then write model.json (last, so that a
-    directory with a model.json is a complete bundle). Returns a report per module."""
+    directory with a model.json is a complete bundle). Returns a report per module.
+    ``freeze`` / ``channels_last``: see ``optimize_module`` (not for the neuron target)."""
     check_target(target)
     tol = DEFAULT_TOLERANCE[target] if tolerance is None else tolerance
     os.makedirs(output_dir, exist_ok=True)
@@ -499,6 +532,11 @@ def export_bundle(output_dir: str, model_json: Dict[str, Any], specs: Sequence[M
         t0 = time.time()
         log(f"{spec.key}: tracing on {list(example.shape)} for {target} ...")
         traced = trace_module(spec.module, example, target)
+        if freeze or channels_last:
+            if target == "neuron":
+                raise ExportError("freeze / channels_last are for the cpu and cuda targets")
+            traced = optimize_module(traced, freeze=freeze, channels_last=channels_last)
+            log(f"{spec.key}: {' + '.join(n for n, on in (('channels-last', channels_last), ('frozen', freeze)) if on)}")
         path = os.path.join(output_dir, spec.file)
         torch.jit.save(traced, path)
         del traced

@@ -75,3 +75,21 @@ fuzz-smoke: deps
 	  -DCMAKE_CXX_COMPILER=clang++ -DRCNN_BUILD_FUZZERS=ON -DRCNN_BUILD_TESTS=OFF >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# Benchmarks (bench/README.md; latest numbers in docs/performance.md). Not part of `make test`.
+BENCH_IMAGE ?= tests/data/detectron2/narrow_r101_fpn_fixed800/cases/messi5/image.jpg
+BENCH_TV_BUNDLE ?= $(BUILD)/tv_r50
+.PHONY: bench-ops bench-e2e
+
+# rcnn's stages vs torchvision's CPU ops (roi_align, nms, batched_nms) on the same inputs.
+bench-ops: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target rcnn-bench-stages
+	$(PYTHON) bench/compare_ops.py --build $(BUILD)
+
+$(BENCH_TV_BUNDLE)/model.json:
+	$(PYTHON) tools/export_torchvision.py --model fasterrcnn_resnet50_fpn --seed 0 --output $(BENCH_TV_BUNDLE)
+
+# torchvision eager vs the partitioned Python pipeline vs rcnn-detect, 1 and $(JOBS) threads.
+bench-e2e: build $(BENCH_TV_BUNDLE)/model.json
+	$(PYTHON) bench/end_to_end.py --bundle $(BENCH_TV_BUNDLE) --seed 0 --build $(BUILD) \
+	  --image $(BENCH_IMAGE) --threads 1,$(JOBS)

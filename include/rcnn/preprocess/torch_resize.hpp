@@ -100,8 +100,37 @@ inline void torch_row_fma(const float* r0, const float* r1, const LinearTap& h,
   }
 }
 
+/// The generic kernel split in its two passes, with the same operations on the same values:
+/// the horizontal pass of one input row, `t[x] = fma(r[w0], l0w, r[w1] * l1w)`, ...
+inline void torch_hrow_fma(const float* r, const LinearTap* cols, int width, float* t) {
+  for (int x = 0; x < width; ++x) {
+    const LinearTap& w = cols[x];
+    t[x] = std::fma(r[w.i0], w.lambda0, r[w.i1] * w.lambda1);
+  }
+}
+/// ... and the vertical pass of one output row, `o[x] = fma(t0[x], l0h, t1[x] * l1h)`.
+inline void torch_vrow_fma(const float* t0, const float* t1, const LinearTap& h, int width,
+                           float* o) {
+  for (int x = 0; x < width; ++x) o[x] = std::fma(t0[x], h.lambda0, t1[x] * h.lambda1);
+}
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(__FMA__)
 #define RCNN_TORCH_RESIZE_FMA_DISPATCH 1
+/// `torch_hrow_fma` / `torch_vrow_fma` compiled for CPUs with the FMA instruction (the
+/// vertical pass vectorises).
+__attribute__((target("fma"))) inline void torch_hrow_fma_native(const float* r,
+                                                                 const LinearTap* cols, int width,
+                                                                 float* t) {
+  for (int x = 0; x < width; ++x) {
+    const LinearTap& w = cols[x];
+    t[x] = __builtin_fmaf(r[w.i0], w.lambda0, r[w.i1] * w.lambda1);
+  }
+}
+__attribute__((target("fma"))) inline void torch_vrow_fma_native(const float* t0, const float* t1,
+                                                                 const LinearTap& h, int width,
+                                                                 float* o) {
+  for (int x = 0; x < width; ++x) o[x] = __builtin_fmaf(t0[x], h.lambda0, t1[x] * h.lambda1);
+}
 /// `torch_row_fma` compiled for CPUs with the FMA instruction (same results: fma is exact;
 /// without it `std::fma` is a slow library call on baseline x86-64 builds).
 __attribute__((target("fma"))) inline void torch_row_fma_native(const float* r0, const float* r1,
@@ -130,6 +159,7 @@ enum class TorchMemoryFormat { contiguous, channels_last };
 struct TorchResizeWorkspace {
   std::vector<detail::LinearTap> rows;
   std::vector<detail::LinearTap> cols;
+  std::vector<float> hrows;  ///< two horizontally interpolated input rows (generic kernel)
   Size in{-1, -1};
   Size out{-1, -1};
 };
@@ -165,26 +195,60 @@ inline void torch_resize_bilinear(const float* src, int channels, Size in, float
   const bool channels_last = format == TorchMemoryFormat::channels_last || channels == 1 ||
                              (in.height == 1 && in.width == 1);
   const std::size_t in_plane = std::size_t(in.height) * std::size_t(in.width);
+  if (channels_last) {
+    for (int c = 0; c < channels; ++c) {
+      const float* plane = src + std::size_t(c) * in_plane;
+      float* out_plane = dst + std::size_t(c) * dst_plane_stride;
+      for (int y = 0; y < out.height; ++y) {
+        const detail::LinearTap& h = ws.rows[std::size_t(y)];
+        const float* r0 = plane + std::size_t(h.i0) * std::size_t(in.width);
+        const float* r1 = plane + std::size_t(h.i1) * std::size_t(in.width);
+        float* o = out_plane + std::size_t(y) * dst_row_stride;
+        for (int x = 0; x < out.width; ++x)
+          o[x] = detail::torch_bilinear_channels_last(r0, r1, h, ws.cols[std::size_t(x)]);
+      }
+    }
+    return;
+  }
+  // Generic kernel: an output row needs the horizontal pass of input rows i0 and i1 (the
+  // same values for every output row that uses them), kept in two slots: each input row is
+  // interpolated once per channel instead of once per output row that reads it.
+  const std::size_t W = std::size_t(out.width);
+  if (ws.hrows.size() < 2 * W) ws.hrows.resize(2 * W);
+#ifdef RCNN_TORCH_RESIZE_FMA_DISPATCH
+  const bool native = detail::cpu_has_fma();
+#endif
   for (int c = 0; c < channels; ++c) {
     const float* plane = src + std::size_t(c) * in_plane;
     float* out_plane = dst + std::size_t(c) * dst_plane_stride;
+    float* slot[2] = {ws.hrows.data(), ws.hrows.data() + W};
+    int held[2] = {-1, -1};  // input row in each slot
+    const auto hrow = [&](int i, int keep) -> const float* {
+      if (held[0] == i) return slot[0];
+      if (held[1] == i) return slot[1];
+      const int s = held[0] == keep ? 1 : 0;  // never evict the other row in use
+      const float* r = plane + std::size_t(i) * std::size_t(in.width);
+#ifdef RCNN_TORCH_RESIZE_FMA_DISPATCH
+      if (native)
+        detail::torch_hrow_fma_native(r, ws.cols.data(), out.width, slot[s]);
+      else
+#endif
+        detail::torch_hrow_fma(r, ws.cols.data(), out.width, slot[s]);
+      held[s] = i;
+      return slot[s];
+    };
     for (int y = 0; y < out.height; ++y) {
       const detail::LinearTap& h = ws.rows[std::size_t(y)];
-      const float* r0 = plane + std::size_t(h.i0) * std::size_t(in.width);
-      const float* r1 = plane + std::size_t(h.i1) * std::size_t(in.width);
+      const float* t0 = hrow(h.i0, h.i1);
+      const float* t1 = hrow(h.i1, h.i0);
       float* o = out_plane + std::size_t(y) * dst_row_stride;
-      if (channels_last) {
-        for (int x = 0; x < out.width; ++x)
-          o[x] = detail::torch_bilinear_channels_last(r0, r1, h, ws.cols[std::size_t(x)]);
-      } else {
 #ifdef RCNN_TORCH_RESIZE_FMA_DISPATCH
-        if (detail::cpu_has_fma()) {
-          detail::torch_row_fma_native(r0, r1, h, ws.cols.data(), out.width, o);
-          continue;
-        }
-#endif
-        detail::torch_row_fma(r0, r1, h, ws.cols.data(), out.width, o);
+      if (native) {
+        detail::torch_vrow_fma_native(t0, t1, h, out.width, o);
+        continue;
       }
+#endif
+      detail::torch_vrow_fma(t0, t1, h, out.width, o);
     }
   }
 }

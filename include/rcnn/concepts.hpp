@@ -31,6 +31,16 @@ concept Executor = requires(E& exec, const TensorView& input, BackboneOutputs& b
   { exec.run_box_head(input, head) } -> std::same_as<void>;
 };
 
+/// An executor that can also run a Mask R-CNN bundle's mask head: `run_mask_head` takes
+/// pooled mask features [R, C, P, P] and fills raw logits [R, Km, 2P, 2P] (valid until its
+/// next call). Optional: a Detector built on a mask_rcnn bundle with an executor without it
+/// refuses the bundle with an rcnn::Error.
+template <class E>
+concept MaskExecutor = Executor<E> && requires(E& exec, const TensorView& input,
+                                               MaskHeadOutputs& out) {
+  { exec.run_mask_head(input, out) } -> std::same_as<void>;
+};
+
 /// Pools RoIs from multi-level feature maps. Pre: `levels[i]` indexes `maps`, `out` holds
 /// R * C * P * P floats. Post: out[r] = RoIAlign of rois[r] on maps[levels[r]] with
 /// `cfg`'s resolution / sampling ratio / alignment. Must be bit-identical to RoIAlignRef.

@@ -15,6 +15,8 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "exec/outputs.hpp"
+#include "mask/mask_inference.hpp"
+#include "mask/mask_types.hpp"
 #include "preprocess/resize_shape.hpp"
 #include "profiler.hpp"
 #include "roi_align/level_mapper.hpp"
@@ -26,16 +28,21 @@ namespace rcnn {
 
 /// Wall time of each stage of one call, in milliseconds (batch-level stages are divided
 /// evenly among the batch's images).
+/// The mask stages are 0 for Faster R-CNN bundles.
 struct StageTimes {
   double preprocess = 0, backbone_rpn = 0, anchors = 0, proposals = 0, roi_align = 0,
          box_head = 0, box_inference = 0, postprocess = 0;
+  /// Mask R-CNN: pooling the detections' mask features; the mask head network; class
+  /// channel + sigmoid + pasting into the original image.
+  double mask_roi_align = 0, mask_head = 0, mask_paste = 0;
   double total() const {
     return preprocess + backbone_rpn + anchors + proposals + roi_align + box_head +
-           box_inference + postprocess;
+           box_inference + postprocess + mask_roi_align + mask_head + mask_paste;
   }
-  /// (name, ms) pairs in pipeline order.
+  /// (name, ms) pairs in the order of rcnn::Stage (profiler.hpp); `with_masks` false skips
+  /// the three mask stages.
   template <class F>
-  void for_each(F&& f) const {
+  void for_each(F&& f, bool with_masks = true) const {
     f("preprocess", preprocess);
     f("backbone_rpn", backbone_rpn);
     f("anchors", anchors);
@@ -44,14 +51,28 @@ struct StageTimes {
     f("box_head", box_head);
     f("box_inference", box_inference);
     f("postprocess", postprocess);
+    if (!with_masks) return;
+    f("mask_roi_align", mask_roi_align);
+    f("mask_head", mask_head);
+    f("mask_paste", mask_paste);
+  }
+  /// Every field times `k` (per-image shares of a batch).
+  void scale(double k) {
+    for (double* v : {&preprocess, &backbone_rpn, &anchors, &proposals, &roi_align, &box_head,
+                      &box_inference, &postprocess, &mask_roi_align, &mask_head, &mask_paste})
+      *v *= k;
   }
 };
 
 /// Detections of one image in original image coordinates, score descending.
+/// Mask R-CNN bundles: `masks[i]` is the binary instance mask of `detections[i]` in the
+/// original image, cropped to the window the paste evaluated (InstanceMask::expand or
+/// rcnn::cv_io::to_mat give the full H x W mask); `masks` is empty for Faster R-CNN bundles.
 struct DetectionResult {
   Size image_size;    ///< original image
   Size resized_size;  ///< what the network saw, before padding
   std::vector<Detection> detections;
+  std::vector<InstanceMask> masks;
   StageTimes timing;
 };
 
@@ -64,6 +85,11 @@ struct Trace {
   std::vector<int> box_levels;
   std::vector<float> box_features;  ///< [P, C, R, R]
   std::vector<Detection> detections_resized;
+  // Mask R-CNN bundles only (empty otherwise):
+  std::vector<int> mask_levels;      ///< per detection_resized, index into roi_levels
+  std::vector<float> mask_features;  ///< [D, C, P, P] the mask pooler's output
+  std::vector<float> mask_probs;     ///< [D, M, M] sigmoid of each detection's class channel
+  int mask_size = 0;                 ///< M
 };
 
 /// A Faster R-CNN. `Exec` runs the compiled networks (TorchScriptExec, NeuronExec, ...),
@@ -75,17 +101,24 @@ struct Trace {
 /// that [N, 3, H, W] (N must equal the batch size; an image whose resized size exceeds H x W
 /// is an rcnn::Error naming the shape); with `modules.*.static_rois` the box head gets
 /// exactly that many rows per call (zero boxes appended, their rows ignored).
+/// Mask R-CNN (`architecture` "mask_rcnn"): the final boxes of box inference (resized frame)
+/// are pooled with the bundle's `mask_head` pooler, the mask head runs through the executor
+/// (which must satisfy `MaskExecutor`; `modules.mask_head.static_rois` pads like the box
+/// head), each detection's class channel goes through the sigmoid, and after postprocessing
+/// `Stages::mask_paste` (its convention must be the bundle's `mask_head.paste`) pastes the
+/// masks into the original image.
 /// Profiling: `Stages::profiler` (default `NoProfiler`, compiled out) receives every stage's
 /// time and call count per batch (profiler.hpp); read it with `profiler()`.
 template <class Exec, class RoIAlign = RoIAlignRef, class Stages = Detectron2Stages>
   requires Executor<Exec> && RoIAlignPolicy<RoIAlign> && StageBundle<Stages> &&
-           ProfilerPolicy<profiler_of_t<Stages>>
+           ProfilerPolicy<profiler_of_t<Stages>> && MaskPastePolicy<mask_paste_of_t<Stages>>
 class Detector {
  public:
   using executor_type = Exec;
   using roi_align_type = RoIAlign;
   using stages_type = Stages;
   using profiler_type = profiler_of_t<Stages>;
+  using mask_paste_type = mask_paste_of_t<Stages>;
 
   Detector(ModelConfig config, Exec exec, RoIAlign roi_align = {})
       : cfg_(std::move(config)), exec_(std::move(exec)), roi_align_(std::move(roi_align)) {
@@ -95,7 +128,11 @@ class Detector {
     min_level_ = int(std::lround(std::log2(double(b.roi_strides.front()))));
     max_level_ = int(std::lround(std::log2(double(b.roi_strides.back()))));
     for (int s : b.roi_strides) scales_.push_back(float(1.0 / double(s)));
+    check_masks(cfg_);
   }
+
+  /// True when the bundle is a Mask R-CNN (detections carry masks).
+  bool has_masks() const { return cfg_.architecture == Architecture::mask_rcnn; }
 
   /// Throws rcnn::Error when the bundle's conventions differ from the stages'.
   static void check_conventions(const ModelConfig& cfg) {
@@ -111,6 +148,8 @@ class Detector {
   Exec& executor() { return exec_; }
   RoIAlign& roi_align() { return roi_align_; }
   typename Stages::nms& nms() { return nms_; }
+  /// The mask paste policy (e.g. to set OmpDetectron2Paste::num_threads).
+  mask_paste_type& mask_paste() { return mask_paste_; }
   profiler_type& profiler() { return profiler_; }
   const profiler_type& profiler() const { return profiler_; }
 
@@ -264,29 +303,51 @@ class Detector {
     const std::size_t head_calls = run_box_head(head_rows, static_rois, C, P);
     batch_times.box_head = ms_since(t0);
 
-    // 7. Box inference and 8. postprocess, per image.
-    double t_inf = 0, t_post = 0;
+    // 7. Box inference, per image (resized frame).
+    double t_inf = 0;
     row = 0;
     for (std::size_t i = 0; i < n; ++i) {
       t0 = clock::now();
       const BoxHeadView head{logits_.data() + row * std::size_t(logits_width_),
                              deltas_.data() + row * std::size_t(deltas_width_),
                              int(proposals_[i].size()), logits_width_, deltas_width_};
-      DetectionResult& res = results[i];
       box_inference_(std::span<const Box>(proposals_[i].boxes), head, pre_results_[i].resized,
-                     cfg_.roi_heads, nms_, box_ws_, res.detections);
+                     cfg_.roi_heads, nms_, box_ws_, results[i].detections);
       row += padded_rows(proposals_[i].size(), static_rois);
       t_inf += ms_since(t0);
-      if (trace && i == 0) trace->detections_resized = res.detections;
+    }
+    batch_times.box_inference = t_inf;
+    if (trace) trace->detections_resized = results[0].detections;
+
+    // Mask R-CNN: pool the detections' mask features (resized frame), run the mask head,
+    // take each detection's class channel through the sigmoid (pasted after postprocessing).
+    std::size_t mask_head_calls = 0;
+    if (has_masks()) {
+      mask_head_calls = run_mask_stages(n, results, batch_times);
+      if (trace) record_mask_trace(*trace);
+    }
+
+    // 8. Postprocess (original frame), then paste the masks with the final boxes, per image.
+    double t_post = 0, t_paste = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      DetectionResult& res = results[i];
       t0 = clock::now();
+      if (has_masks()) before_post_.assign(res.detections.begin(), res.detections.end());
       postprocess_(pre_results_[i].resized, pre_results_[i].original, cfg_.conventions,
                    cfg_.postprocess, res.detections);
       t_post += ms_since(t0);
       res.image_size = pre_results_[i].original;
       res.resized_size = pre_results_[i].resized;
+      if (has_masks()) {
+        t0 = clock::now();
+        paste_masks(i, res);
+        t_paste += ms_since(t0);
+      } else {
+        res.masks.clear();
+      }
     }
-    batch_times.box_inference = t_inf;
     batch_times.postprocess = t_post;
+    batch_times.mask_paste += t_paste;
     if constexpr (profiler_type::enabled) {
       profiler_.record(Stage::preprocess, batch_times.preprocess, n);
       profiler_.record(Stage::backbone_rpn, batch_times.backbone_rpn, 1);
@@ -296,19 +357,16 @@ class Detector {
       profiler_.record(Stage::box_head, batch_times.box_head, head_calls);
       profiler_.record(Stage::box_inference, batch_times.box_inference, n);
       profiler_.record(Stage::postprocess, batch_times.postprocess, n);
+      if (has_masks()) {
+        profiler_.record(Stage::mask_roi_align, batch_times.mask_roi_align, n);
+        profiler_.record(Stage::mask_head, batch_times.mask_head, mask_head_calls);
+        profiler_.record(Stage::mask_paste, batch_times.mask_paste, n);
+      }
       profiler_.end_batch(n);
     }
-    const double inv = 1.0 / double(n);
     for (auto& r : results) {
       r.timing = batch_times;
-      r.timing.preprocess *= inv;
-      r.timing.backbone_rpn *= inv;
-      r.timing.anchors *= inv;
-      r.timing.proposals *= inv;
-      r.timing.roi_align *= inv;
-      r.timing.box_head *= inv;
-      r.timing.box_inference *= inv;
-      r.timing.postprocess *= inv;
+      r.timing.scale(1.0 / double(n));
     }
   }
 
@@ -442,6 +500,182 @@ class Detector {
     anchor_padded_ = padded;
   }
 
+
+  /// Mask R-CNN set-up checks: the executor can run the mask head and the stages paste
+  /// with the bundle's convention.
+  static void check_masks(const ModelConfig& cfg) {
+    if (cfg.architecture != Architecture::mask_rcnn) return;
+    detail::require(cfg.mask_head.has_value() && cfg.modules.mask_head.has_value(),
+                    "model.json: architecture \"mask_rcnn\" needs the mask_head object and "
+                    "modules.mask_head");
+    if constexpr (!MaskExecutor<Exec>) {
+      detail::fail("detector: the bundle is a Mask R-CNN (model.json architecture "
+                   "\"mask_rcnn\") but the executor has no run_mask_head(const TensorView&, "
+                   "MaskHeadOutputs&) (concept rcnn::MaskExecutor)");
+    }
+    const auto name = [](MaskHeadConfig::Paste p) {
+      return p == MaskHeadConfig::Paste::detectron2 ? "detectron2" : "torchvision";
+    };
+    if (cfg.mask_head->paste != mask_paste_type::convention)
+      detail::fail(std::string("model.json: mask_head.paste is \"") + name(cfg.mask_head->paste) +
+                   "\" but the stages' mask_paste policy implements \"" +
+                   name(mask_paste_type::convention) + "\"");
+  }
+
+  /// Expected mask-head channels: K (background last), K + 1 (background first), 1 (agnostic).
+  int expected_mask_channels() const {
+    if (cfg_.mask_head->class_agnostic) return 1;
+    return cfg_.roi_heads.background_first ? cfg_.roi_heads.num_classes + 1
+                                           : cfg_.roi_heads.num_classes;
+  }
+
+  /// Pools every image's detections (resized frame) into one [rows, C, P, P] buffer (each
+  /// image's rows padded to a multiple of static_rois), runs the mask head per chunk and
+  /// writes each detection's class-channel probabilities into `mask_probs_`. Returns the
+  /// number of mask-head calls.
+  std::size_t run_mask_stages(std::size_t n, const std::vector<DetectionResult>& results,
+                              StageTimes& times) {
+    using clock = std::chrono::steady_clock;
+    const auto t_start = clock::now();
+    const MaskHeadConfig& mcfg = *cfg_.mask_head;
+    const std::size_t RL = cfg_.backbone.roi_levels.size();
+    const int C = cfg_.backbone.channels;
+    const int P = mcfg.pooler.resolution;
+    const std::size_t roi_size = std::size_t(C) * P * P;
+    const int static_rois = cfg_.modules.mask_head->static_rois.value_or(0);
+    // Rows: per image its detections, then zero rows up to the static chunk size.
+    std::size_t total = 0, rows = 0;
+    mask_first_.resize(n + 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      mask_first_[i] = total;
+      total += results[i].detections.size();
+      if (!results[i].detections.empty()) rows += padded_rows(results[i].detections.size(), static_rois);
+    }
+    mask_first_[n] = total;
+    mask_features_.resize(rows * roi_size);
+    mask_row_det_.resize(rows);
+    mask_boxes_.resize(total);
+    mask_classes_.resize(total);
+    mask_levels_.resize(total);
+    std::size_t row = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& dets = results[i].detections;
+      if (dets.empty()) continue;
+      const std::size_t first = mask_first_[i];
+      for (std::size_t d = 0; d < dets.size(); ++d) {
+        mask_boxes_[first + d] = dets[d].box;
+        mask_classes_[first + d] = dets[d].class_id;
+      }
+      const std::span<const Box> boxes(mask_boxes_.data() + first, dets.size());
+      const std::span<int> levels(mask_levels_.data() + first, dets.size());
+      assign_levels(boxes, mcfg.pooler, min_level_, max_level_, levels);
+      for (std::size_t l = 0; l < RL; ++l) maps_[l] = backbone_.features[l].image(std::int64_t(i));
+      float* dst = mask_features_.data() + row * roi_size;
+      roi_align_(std::span<const FeatureMap>(maps_), std::span<const float>(scales_), boxes,
+                 std::span<const int>(levels), mcfg.pooler,
+                 std::span<float>(dst, dets.size() * roi_size));
+      const std::size_t rows_i = padded_rows(dets.size(), static_rois);
+      std::fill(dst + dets.size() * roi_size, dst + rows_i * roi_size, 0.f);
+      for (std::size_t r = 0; r < rows_i; ++r)
+        mask_row_det_[row + r] = r < dets.size() ? std::ptrdiff_t(first + r) : -1;
+      row += rows_i;
+    }
+    const auto t_head = clock::now();
+    times.mask_roi_align = std::chrono::duration<double, std::milli>(t_head - t_start).count();
+
+    // Mask head, one call per static_rois chunk (or one call); the class channel of each
+    // real row through the sigmoid.
+    std::size_t calls = 0;
+    double t_probs = 0;
+    const std::size_t chunk = static_rois > 0 ? std::size_t(static_rois) : rows;
+    const int M = 2 * P;
+    const std::size_t plane = std::size_t(M) * M;
+    mask_size_ = M;
+    mask_probs_.resize(total * plane);
+    if constexpr (MaskExecutor<Exec>) {
+      const auto module = [&] { return module_path(*cfg_.modules.mask_head); };
+      for (std::size_t start = 0; start < rows; start += chunk) {
+        const std::size_t r_n = std::min(chunk, rows - start);
+        const TensorView in{mask_features_.data() + start * roi_size,
+                            {std::int64_t(r_n), C, P, P}};
+        exec_.run_mask_head(in, mask_out_);
+        ++calls;
+        const TensorView& lg = mask_out_.logits;
+        const int Km = expected_mask_channels();
+        detail::require(lg.shape[0] == std::int64_t(r_n) && lg.shape[1] == Km &&
+                            lg.shape[2] == M && lg.shape[3] == M,
+                        [&] {
+                          return module() + ": returned mask logits " + shape_str(lg) +
+                                 " for " + std::to_string(r_n) + " RoIs, expected [" +
+                                 std::to_string(r_n) + ", " + std::to_string(Km) + ", " +
+                                 std::to_string(M) + ", " + std::to_string(M) +
+                                 "] (mask_head.pooler_resolution " + std::to_string(P) +
+                                 " x 2; channels from roi_heads.num_classes, "
+                                 "roi_heads.background and mask_head.class_agnostic)";
+                        });
+        const auto t_p = clock::now();
+        const std::size_t per_row = std::size_t(Km) * plane;
+        for (std::size_t r = 0; r < r_n; ++r) {
+          const std::ptrdiff_t det = mask_row_det_[start + r];
+          if (det < 0) continue;
+          const MaskLogitsView one{lg.data + r * per_row, 1, Km, M};
+          mask_probabilities(one, std::span<const int>(&mask_classes_[std::size_t(det)], 1),
+                             cfg_.roi_heads.background_first, mcfg.class_agnostic,
+                             std::span<float>(mask_probs_.data() + std::size_t(det) * plane,
+                                              plane));
+        }
+        t_probs += std::chrono::duration<double, std::milli>(clock::now() - t_p).count();
+      }
+    }
+    times.mask_head =
+        std::chrono::duration<double, std::milli>(clock::now() - t_head).count() - t_probs;
+    times.mask_paste = t_probs;  // the pasting itself is added per image
+    return calls;
+  }
+
+  void record_mask_trace(Trace& trace) const {
+    const std::size_t d0 = mask_first_[1] - mask_first_[0];
+    const std::size_t roi_size = std::size_t(cfg_.backbone.channels) *
+                                 cfg_.mask_head->pooler.resolution *
+                                 cfg_.mask_head->pooler.resolution;
+    const std::size_t plane = std::size_t(mask_size_) * mask_size_;
+    trace.mask_levels.assign(mask_levels_.begin(), mask_levels_.begin() + std::ptrdiff_t(d0));
+    trace.mask_features.assign(mask_features_.begin(),
+                               mask_features_.begin() + std::ptrdiff_t(d0 * roi_size));
+    trace.mask_probs.assign(mask_probs_.begin(), mask_probs_.begin() + std::ptrdiff_t(d0 * plane));
+    trace.mask_size = mask_size_;
+  }
+
+  /// Pastes image i's masks with its final boxes. Postprocessing may drop detections (empty
+  /// after clipping) but keeps the order, so the survivors are matched to the detections
+  /// before it by (class, score) in order.
+  void paste_masks(std::size_t i, DetectionResult& res) {
+    const std::size_t first = mask_first_[i];
+    const std::size_t before = mask_first_[i + 1] - first;
+    const std::size_t kept = res.detections.size();
+    const std::size_t plane = std::size_t(mask_size_) * mask_size_;
+    const float* probs = mask_probs_.data() + first * plane;
+    if (kept != before) {
+      kept_probs_.resize(kept * plane);
+      std::size_t j = 0;
+      for (std::size_t k = 0; k < kept; ++k) {
+        const Detection& d = res.detections[k];
+        while (j < before && !(before_post_[j].class_id == d.class_id &&
+                               before_post_[j].score == d.score))
+          ++j;
+        detail::require(j < before, "detector: the postprocess policy changed a detection's "
+                                    "class or score; masks cannot follow it");
+        std::copy_n(probs + j * plane, plane, kept_probs_.data() + k * plane);
+        ++j;
+      }
+      probs = kept_probs_.data();
+    }
+    final_boxes_.resize(kept);
+    for (std::size_t k = 0; k < kept; ++k) final_boxes_[k] = res.detections[k].box;
+    mask_paste_(MaskProbs{probs, int(kept), mask_size_}, std::span<const Box>(final_boxes_),
+                res.image_size, cfg_.mask_head->mask_threshold, res.masks);
+  }
+
   /// Returns how many times the head ran.
   std::size_t run_box_head(std::size_t head_rows, int static_rois, int C, int P) {
     std::size_t calls = 0;
@@ -509,6 +743,21 @@ class Detector {
     box_ws_.reserve(rois, cfg_.roi_heads.num_classes);
     detail::reserve_nms(nms_, rois);
     if constexpr (requires { roi_align_.reserve(rois); }) roi_align_.reserve(rois);
+    if (has_masks()) {
+      // Mask stages: at most detections_per_image per image.
+      const std::size_t D = std::size_t(std::max(cfg_.roi_heads.detections_per_image, 0));
+      const int P = cfg_.mask_head->pooler.resolution;
+      const std::size_t mrows = n * padded_rows(D, cfg_.modules.mask_head->static_rois.value_or(0));
+      mask_features_.reserve(mrows * std::size_t(cfg_.backbone.channels) * P * P);
+      mask_row_det_.reserve(mrows);
+      for (auto* v : {&mask_boxes_, &final_boxes_}) v->reserve(n * D);
+      mask_classes_.reserve(n * D);
+      mask_levels_.reserve(n * D);
+      mask_probs_.reserve(n * D * 4 * P * P);
+      kept_probs_.reserve(D * 4 * P * P);
+      before_post_.reserve(D);
+      if constexpr (requires { roi_align_.reserve(n * D); }) roi_align_.reserve(std::max(rois, n * D));
+    }
   }
 
   int expected_deltas_width() const {
@@ -526,6 +775,7 @@ class Detector {
   typename Stages::proposal_selector proposal_selector_{};
   typename Stages::box_inference box_inference_{};
   typename Stages::postprocess postprocess_{};
+  mask_paste_type mask_paste_{};
   [[no_unique_address]] profiler_type profiler_{};
 
   int min_level_ = 2, max_level_ = 5;
@@ -548,6 +798,15 @@ class Detector {
   std::vector<float> logits_, deltas_;
   int logits_width_ = 0, deltas_width_ = 0;
   BoxInferenceWorkspace box_ws_;
+  // Mask R-CNN workspaces.
+  std::vector<std::size_t> mask_first_;      ///< per image, its first detection's index
+  std::vector<std::ptrdiff_t> mask_row_det_; ///< per mask-head row, detection or -1 (padding)
+  std::vector<Box> mask_boxes_, final_boxes_;
+  std::vector<int> mask_classes_, mask_levels_;
+  std::vector<float> mask_features_, mask_probs_, kept_probs_;
+  std::vector<Detection> before_post_;
+  MaskHeadOutputs mask_out_;
+  int mask_size_ = 0;
 };
 
 }  // namespace rcnn

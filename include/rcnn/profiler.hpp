@@ -28,14 +28,19 @@ enum class Stage : int {
   roi_align,
   box_head,
   box_inference,
-  postprocess
+  postprocess,
+  mask_roi_align,  ///< Mask R-CNN only: pooling the detections' mask features
+  mask_head,       ///< Mask R-CNN only: the mask head network
+  mask_paste       ///< Mask R-CNN only: class channel, sigmoid, paste into the image
 };
-inline constexpr std::size_t kNumStages = 8;
+inline constexpr std::size_t kNumStages = 11;
+/// The stages every detector runs (the mask stages follow them).
+inline constexpr std::size_t kNumBoxStages = 8;
 
 inline constexpr const char* stage_name(Stage s) {
-  constexpr const char* names[kNumStages] = {"preprocess", "backbone_rpn", "anchors",
-                                             "proposals",  "roi_align",    "box_head",
-                                             "box_inference", "postprocess"};
+  constexpr const char* names[kNumStages] = {
+      "preprocess",    "backbone_rpn", "anchors",        "proposals", "roi_align", "box_head",
+      "box_inference", "postprocess",  "mask_roi_align", "mask_head", "mask_paste"};
   return names[std::size_t(s)];
 }
 
@@ -109,7 +114,7 @@ class StageProfiler {
   }
 
   /// The table: one row per stage (calls, total ms, mean ms per call, ms per image, share of
-  /// the image's time), then the total.
+  /// the image's time; the mask stages only when they ran), then the total.
   std::string table() const {
     std::string out;
     char line[160];
@@ -120,6 +125,7 @@ class StageProfiler {
     for (std::size_t i = 0; i < kNumStages; ++i) {
       const Stage s = Stage(int(i));
       const Entry& e = entries_[i];
+      if (i >= kNumBoxStages && e.calls == 0) continue;
       std::snprintf(line, sizeof line, "%-14s %8zu %12.3f %10.3f %10.3f %6.1f%%\n",
                     stage_name(s), e.calls, e.total_ms, mean_ms(s), e.total_ms * per,
                     share_percent(s));

@@ -427,8 +427,9 @@ TEST_CASE("profiler: StageProfiler records every stage, calls and shares") {
   const std::string table = p.table();
   for (const char* h : {"stage", "calls", "total ms", "mean ms", "ms/image", "share"})
     CHECK(table.find(h) != std::string::npos);
-  for (std::size_t i = 0; i < rcnn::kNumStages; ++i)
+  for (std::size_t i = 0; i < rcnn::kNumBoxStages; ++i)
     CHECK(table.find(rcnn::stage_name(rcnn::Stage(int(i)))) != std::string::npos);
+  CHECK(table.find("mask_head") == std::string::npos);  // a Faster R-CNN: no mask rows
   MESSAGE("profile of 2 images:\n" << table);
 
   rcnn::StageProfiler both = p;

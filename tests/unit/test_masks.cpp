@@ -34,12 +34,18 @@
 #include "rcnn/roi_align/omp_roi_align.hpp"
 #include "rcnn/roi_align/roi_align_ref.hpp"
 
+#include "../support/fixture_masks.hpp"
+
 static_assert(rcnn::MaskPastePolicy<rcnn::Detectron2PasteRef>);
 static_assert(rcnn::MaskPastePolicy<rcnn::TorchvisionPasteRef>);
 static_assert(rcnn::MaskPastePolicy<rcnn::OmpDetectron2Paste>);
 static_assert(rcnn::MaskPastePolicy<rcnn::OmpTorchvisionPaste>);
 
 namespace {
+
+using rcnn_test::FixtureMasks;
+using rcnn_test::read_file;
+using rcnn_test::read_fixture_masks;
 
 const std::string kMaskBundle = RCNN_TEST_DATA_DIR "/detectron2/narrow_mask_rcnn_r101_fpn_shortest_edge";
 const std::string kBoxBundle = RCNN_TEST_DATA_DIR "/detectron2/narrow_r101_fpn_shortest_edge";
@@ -62,86 +68,6 @@ template <class A>
 auto to_vec(const A& a) {
   using T = std::decay_t<decltype(*a.begin())>;
   return std::vector<T>(a.begin(), a.end());
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "missing " << path);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::uint64_t le(const std::string& s, std::size_t at, int bytes) {
-  REQUIRE(at + std::size_t(bytes) <= s.size());
-  std::uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | std::uint8_t(s[at + std::size_t(i)]);
-  return v;
-}
-
-/// The members of an uncompressed zip (numpy.savez), by name: walks the local file headers
-/// (sizes from the header, or from its ZIP64 extra field when they read 0xffffffff).
-std::vector<std::pair<std::string, std::string>> read_stored_zip(const std::string& path) {
-  const std::string z = read_file(path);
-  std::vector<std::pair<std::string, std::string>> members;
-  std::size_t p = 0;
-  while (p + 4 <= z.size() && le(z, p, 4) == 0x04034b50) {
-    const auto flags = le(z, p + 6, 2), method = le(z, p + 8, 2);
-    REQUIRE_MESSAGE(method == 0, path << ": member compressed (method " << method << ")");
-    REQUIRE_MESSAGE((flags & 8) == 0, path << ": member with a data descriptor");
-    std::uint64_t size = le(z, p + 18, 4);
-    const std::size_t name_len = le(z, p + 26, 2), extra_len = le(z, p + 28, 2);
-    const std::string name = z.substr(p + 30, name_len);
-    if (size == 0xffffffffu) {  // ZIP64: extra field 0x0001 holds (uncompressed, compressed)
-      std::size_t e = p + 30 + name_len;
-      bool found = false;
-      while (e + 4 <= p + 30 + name_len + extra_len) {
-        const auto id = le(z, e, 2), len = le(z, e + 2, 2);
-        if (id == 1) {
-          size = le(z, e + 12, 8);
-          found = true;
-        }
-        e += 4 + len;
-      }
-      REQUIRE_MESSAGE(found, path << ": ZIP64 sizes missing");
-    }
-    const std::size_t data = p + 30 + name_len + extra_len;
-    REQUIRE(data + size <= z.size());
-    members.emplace_back(name, z.substr(data, size));
-    p = data + size;
-  }
-  REQUIRE_MESSAGE(!members.empty(), path << ": no zip members");
-  return members;
-}
-
-/// masks.npz of the fixture: bool [D, H, W] as row-major 0/1 bytes.
-struct FixtureMasks {
-  int count = 0, height = 0, width = 0;
-  std::vector<std::uint8_t> bits;
-  std::span<const std::uint8_t> mask(int i) const {
-    const std::size_t n = std::size_t(height) * std::size_t(width);
-    return {bits.data() + std::size_t(i) * n, n};
-  }
-};
-
-FixtureMasks read_fixture_masks(const std::string& path) {
-  xt::xarray<std::uint8_t> packed;
-  xt::xarray<std::int64_t> shape;
-  for (const auto& [name, bytes] : read_stored_zip(path)) {
-    std::istringstream in(bytes);
-    if (name == "packed.npy") packed = xt::load_npy<std::uint8_t>(in);
-    if (name == "shape.npy") shape = xt::load_npy<std::int64_t>(in);
-  }
-  REQUIRE(shape.size() == 3);
-  FixtureMasks m{int(shape(0)), int(shape(1)), int(shape(2)), {}};
-  const std::size_t row_bytes = (std::size_t(m.width) + 7) / 8;
-  REQUIRE(packed.size() == std::size_t(m.count) * std::size_t(m.height) * row_bytes);
-  m.bits.resize(std::size_t(m.count) * std::size_t(m.height) * std::size_t(m.width));
-  for (std::size_t r = 0; r < std::size_t(m.count) * std::size_t(m.height); ++r)
-    for (std::size_t x = 0; x < std::size_t(m.width); ++x)  // numpy.packbits: high bit first
-      m.bits[r * std::size_t(m.width) + x] =
-          (packed.data()[r * row_bytes + x / 8] >> (7 - x % 8)) & 1;
-  return m;
 }
 
 struct Diff {

@@ -26,4 +26,10 @@ struct BoxHeadOutputs {
   TensorView box_deltas;
 };
 
+/// Output of the mask head (Mask R-CNN bundles): raw logits [R, Km, M, M] (no sigmoid, every
+/// class channel; see BUNDLE-v1 "Mask R-CNN"). Valid until the executor's next mask-head call.
+struct MaskHeadOutputs {
+  TensorView logits;
+};
+
 }  // namespace rcnn

@@ -188,11 +188,34 @@ class TorchModulesExec {
     out.box_deltas = view_of(held_head_[1]);
   }
 
+  /// Runs the mask head (Mask R-CNN bundles) on pooled features [R, C, P, P]; `out.logits`
+  /// is [R, Km, 2P, 2P] on the host. Errors: rcnn::Error when the bundle has no mask head, the
+  /// module fails, or it returns anything but one float32 4-D tensor.
+  void run_mask_head(const TensorView& rois, MaskHeadOutputs& out) {
+    if (!has_mask_head_)
+      fail("run_mask_head: the bundle has no mask head (model.json architecture is not "
+           "\"mask_rcnn\")");
+    TorchRunScope scope(intra_op_threads_);
+    at::Tensor input = torch_guarded(mask_head_file_, [&] { return to_device(from_view(rois)); });
+    c10::IValue result;
+    try {
+      result = mask_head_.forward({input});
+    } catch (const std::exception& e) {
+      fail(mask_head_file_ + ": forward failed on input " + shape_string(input) + ": " +
+           torch_error_summary(e.what()));
+    }
+    torch_guarded(mask_head_file_,
+                  [&] { held_mask_ = checked(result, "mask logits", mask_head_file_, 4); });
+    out.logits = view_of(held_mask_);
+  }
+
   const c10::Device& device() const { return device_; }
   int intra_op_threads() const { return intra_op_threads_; }
   /// The loaded modules (e.g. to inspect them, or to run them another way).
   torch::jit::Module& backbone_module() { return backbone_; }
   torch::jit::Module& box_head_module() { return box_head_; }
+  /// The mask head module (Mask R-CNN bundles; an empty module otherwise).
+  torch::jit::Module& mask_head_module() { return mask_head_; }
   /// The last backbone call's feature maps as the module returned them, on `device()`
   /// (valid until the next call): for pooling on the device (AtenRoIAlign's tensor entry).
   const std::vector<at::Tensor>& device_features() const { return device_features_; }
@@ -209,7 +232,11 @@ class TorchModulesExec {
     box_head_file_ = (dir / cfg.modules.box_head.file).string();
     backbone_ = load_module(backbone_file_, device_);
     box_head_ = load_module(box_head_file_, device_);
-    if (cfg.modules.mask_head) mask_head_file_ = cfg.modules.mask_head->file;
+    if (cfg.modules.mask_head) {
+      mask_head_file_ = (dir / cfg.modules.mask_head->file).string();
+      mask_head_ = load_module(mask_head_file_, device_);
+      has_mask_head_ = true;
+    }
   }
 
   void set_threads(int n) { intra_op_threads_ = n; }
@@ -255,7 +282,9 @@ class TorchModulesExec {
   c10::Device device_;
   int intra_op_threads_;
   std::string backbone_file_, box_head_file_, mask_head_file_;
-  torch::jit::Module backbone_, box_head_;
+  torch::jit::Module backbone_, box_head_, mask_head_;
+  bool has_mask_head_ = false;
+  at::Tensor held_mask_;
   std::vector<at::Tensor> held_backbone_, device_features_;
   at::Tensor held_head_[2];
 };

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "../error.hpp"
 #include "mask_types.hpp"
@@ -48,26 +49,26 @@ inline float torch_sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 inline void mask_probabilities(const MaskLogitsView& logits, std::span<const int> class_ids,
                                bool background_first, bool class_agnostic,
                                std::span<float> out) {
-  const std::string who = "mask_probabilities";
+  const std::string_view who = "mask_probabilities";  // no allocation unless it fails
   if (logits.count < 0 || logits.channels <= 0 || logits.size <= 0)
-    detail::fail(who + ": bad logits shape [" + std::to_string(logits.count) + ", " +
+    detail::fail(std::string(who) + ": bad logits shape [" + std::to_string(logits.count) + ", " +
                  std::to_string(logits.channels) + ", " + std::to_string(logits.size) + ", " +
                  std::to_string(logits.size) + "]");
-  if (logits.count > 0 && logits.data == nullptr) detail::fail(who + ": null logits");
+  if (logits.count > 0 && logits.data == nullptr) detail::fail(std::string(who) + ": null logits");
   if (class_ids.size() != std::size_t(logits.count))
-    detail::fail(who + ": " + std::to_string(class_ids.size()) + " class ids for " +
+    detail::fail(std::string(who) + ": " + std::to_string(class_ids.size()) + " class ids for " +
                  std::to_string(logits.count) + " mask logits");
   if (class_agnostic && logits.channels != 1)
-    detail::fail(who + ": class-agnostic mask head with " + std::to_string(logits.channels) +
+    detail::fail(std::string(who) + ": class-agnostic mask head with " + std::to_string(logits.channels) +
                  " channels, expected 1");
   const std::size_t plane = std::size_t(logits.size) * std::size_t(logits.size);
   if (out.size() != std::size_t(logits.count) * plane)
-    detail::fail(who + ": output holds " + std::to_string(out.size()) + " floats, expected " +
+    detail::fail(std::string(who) + ": output holds " + std::to_string(out.size()) + " floats, expected " +
                  std::to_string(std::size_t(logits.count) * plane) + " (R * M * M)");
   for (std::size_t i = 0; i < class_ids.size(); ++i) {
     const int c = mask_channel(class_ids[i], background_first, class_agnostic);
     if (c < 0 || c >= logits.channels)
-      detail::fail(who + ": detection " + std::to_string(i) + " has class " +
+      detail::fail(std::string(who) + ": detection " + std::to_string(i) + " has class " +
                    std::to_string(class_ids[i]) + ", mask channel " + std::to_string(c) +
                    " outside 0.." + std::to_string(logits.channels - 1));
     const float* src = logits.data + (i * std::size_t(logits.channels) + std::size_t(c)) * plane;

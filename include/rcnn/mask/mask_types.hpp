@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../error.hpp"
@@ -101,22 +102,22 @@ namespace detail {
 /// Argument checks shared by the paste policies; throws rcnn::Error naming `who`.
 inline void check_paste_inputs(const MaskProbs& probs, std::span<const Box> boxes, Size image,
                                float threshold, const char* who) {
-  const std::string w(who);
+  const std::string_view w(who);  // no allocation unless it fails
   if (probs.count < 0 || probs.size < 0 || (probs.count > 0 && probs.size == 0))
-    fail(w + ": bad mask probabilities shape [" + std::to_string(probs.count) + ", " +
+    fail(std::string(w) + ": bad mask probabilities shape [" + std::to_string(probs.count) + ", " +
          std::to_string(probs.size) + ", " + std::to_string(probs.size) + "]");
-  if (probs.count > 0 && probs.data == nullptr) fail(w + ": null mask probabilities");
+  if (probs.count > 0 && probs.data == nullptr) fail(std::string(w) + ": null mask probabilities");
   if (boxes.size() != std::size_t(probs.count))
-    fail(w + ": " + std::to_string(boxes.size()) + " boxes for " +
+    fail(std::string(w) + ": " + std::to_string(boxes.size()) + " boxes for " +
          std::to_string(probs.count) + " masks");
   if (image.height < 0 || image.width < 0)
-    fail(w + ": bad image size " + std::to_string(image.height) + " x " +
+    fail(std::string(w) + ": bad image size " + std::to_string(image.height) + " x " +
          std::to_string(image.width));
   // Both frameworks' binary masks are `value >= threshold` inside the evaluated window and
   // false outside it, which is the same as thresholding the full soft mask only when the
   // threshold is above 0 (the soft mask is 0 outside the window).
   if (!(threshold > 0.f) || !(threshold < 3.4e38f))
-    fail(w + ": mask threshold " + std::to_string(threshold) +
+    fail(std::string(w) + ": mask threshold " + std::to_string(threshold) +
          " must be finite and > 0");
 }
 

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "../config.hpp"
@@ -204,6 +205,22 @@ struct OmpTorchvisionPaste {
       }
     }
   }
+};
+
+/// `Stages` with the OpenMP paste of its conventions as `mask_paste`:
+/// `rcnn::Detector<Exec, RoIAlign, rcnn::WithOmpPaste<rcnn::Detectron2Stages>>`.
+template <class Stages>
+struct WithOmpPaste : Stages {
+  using mask_paste = std::conditional_t<Stages::conventions == Conventions::torchvision,
+                                        OmpTorchvisionPaste, OmpDetectron2Paste>;
+};
+
+/// Stage-bundle modifier for rcnn::load / rcnn::AnyDetector selecting the OpenMP pastes:
+/// `rcnn::load<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::NoProfiler,
+/// rcnn::OmpPasteModifier>(dir)`; set their threads with `set_mask_paste_threads`.
+struct OmpPasteModifier {
+  template <class S>
+  using apply = WithOmpPaste<S>;
 };
 
 }  // namespace rcnn

@@ -1,5 +1,6 @@
 """rcnn-detect end to end: the printed JSON equals the Detectron2 reference detections of the
-fixture bundles (tests/data/detectron2), and errors are one line with a non-zero exit.
+fixture bundles (tests/data/detectron2), the Mask R-CNN bundle's COCO RLE masks equal
+Detectron2's, and errors are one line with a non-zero exit.
 
 Needs the built binary: RCNN_BUILD_DIR (default: build) / bin / rcnn-detect."""
 import json
@@ -7,6 +8,8 @@ import os
 import subprocess
 import tempfile
 import unittest
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("RCNN_BUILD_DIR", os.path.join(ROOT, "build"))
@@ -22,10 +25,11 @@ def iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def unmatched(ref, got, min_iou=0.99, max_score_diff=1e-3):
-    """Reference detections without their own match (same class, IoU, score)."""
+def matches(ref, got, min_iou=0.99, max_score_diff=1e-3):
+    """For each reference detection, the index of its own match in `got` (same class, box IoU,
+    score), or None."""
     used = [False] * len(got)
-    missing = []
+    found = []
     for r in ref:
         best, best_iou = -1, -1.0
         for j, g in enumerate(got):
@@ -36,9 +40,51 @@ def unmatched(ref, got, min_iou=0.99, max_score_diff=1e-3):
                 best, best_iou = j, v
         if best >= 0 and best_iou >= min_iou:
             used[best] = True
+            found.append(best)
         else:
-            missing.append(r)
-    return missing
+            found.append(None)
+    return found
+
+
+def unmatched(ref, got, min_iou=0.99, max_score_diff=1e-3):
+    """Reference detections without their own match (same class, IoU, score)."""
+    return [r for r, m in zip(ref, matches(ref, got, min_iou, max_score_diff)) if m is None]
+
+
+def rle_decode(segmentation):
+    """A COCO compressed RLE ({"size": [h, w], "counts": str}) as a bool [h, w] mask, written
+    from pycocotools' format (rleFrString: 5 bits per character + 48, 0x20 = more characters
+    follow, 0x10 of the last = sign, counts from the third on relative to the one two before;
+    runs of 0s and 1s alternate, 0s first, over the column-major pixels)."""
+    h, w = segmentation["size"]
+    s = segmentation["counts"]
+    counts, p = [], 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    assert sum(counts) == h * w, (sum(counts), h, w)
+    flat = np.zeros(h * w, bool)
+    pos = 0
+    for i, c in enumerate(counts):
+        if i % 2 == 1:
+            flat[pos:pos + c] = True
+        pos += c
+    return flat.reshape(w, h).T  # column-major
+
+
+def mask_iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return np.logical_and(a, b).sum() / union if union else 1.0
 
 
 @unittest.skipUnless(os.path.exists(DETECT), f"{DETECT} not built")
@@ -64,6 +110,49 @@ class CliTest(unittest.TestCase):
                     self.assertEqual({d["class_name"] for d in res["detections"]},
                                      {d["class_name"] for d in ref})
                     self.assertIn("backbone_rpn", res["timing_ms"])
+
+    def test_mask_rcnn_segmentation_is_detectron2s(self):
+        bundle = os.path.join(D2, "narrow_mask_rcnn_r101_fpn_shortest_edge")
+        cases = os.path.join(bundle, "cases")
+        names = sorted(os.listdir(cases))
+        # The images are those of the Faster R-CNN bundle of the same weights (where the mask
+        # bundle's cases do not hold their own copy).
+        images = [os.path.join(cases, c, "image.jpg") for c in names]
+        images = [i if os.path.exists(i) else
+                  os.path.join(D2, "narrow_r101_fpn_shortest_edge", "cases", c, "image.jpg")
+                  for i, c in zip(images, names)]
+        with tempfile.TemporaryDirectory() as tmp:
+            p = self.run_cli("--model", bundle, "--threads", "2", "--draw", tmp, *images)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            for image in images:
+                self.assertTrue(os.path.getsize(os.path.join(tmp, os.path.basename(image))) > 0)
+        results = json.loads(p.stdout)
+        self.assertEqual(len(results), len(images))
+        for name, res in zip(names, results):
+            with open(os.path.join(cases, name, "detections.json")) as f:
+                ref = json.load(f)
+            z = np.load(os.path.join(cases, name, "masks.npz"))
+            ref_masks = np.unpackbits(z["packed"], axis=-1, count=int(z["shape"][2])).astype(bool)
+            dets = res["detections"]
+            with self.subTest(case=name):
+                self.assertEqual(len(dets), len(ref))
+                found = matches(ref, dets)
+                self.assertNotIn(None, found)
+                for i, j in enumerate(found):
+                    seg = dets[j]["segmentation"]
+                    self.assertEqual(seg["size"], [res["height"], res["width"]])
+                    mask = rle_decode(seg)
+                    self.assertEqual(dets[j]["mask_pixels"], int(mask.sum()))
+                    self.assertGreaterEqual(mask_iou(mask, ref_masks[i]), 0.99, f"detection {i}")
+                self.assertIn("mask_paste", res["timing_ms"])
+
+    def test_faster_rcnn_has_no_segmentation(self):
+        bundle = os.path.join(D2, "narrow_r101_fpn_shortest_edge")
+        p = self.run_cli("--model", bundle, os.path.join(bundle, "cases", "messi5", "image.jpg"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for d in json.loads(p.stdout)[0]["detections"]:
+            self.assertNotIn("segmentation", d)
+            self.assertNotIn("mask_pixels", d)
 
     def test_writes_output_and_drawings(self):
         bundle = os.path.join(D2, "narrow_r101_fpn_shortest_edge")

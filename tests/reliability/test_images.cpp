@@ -9,6 +9,7 @@
 
 #include <rcnn/cv/draw.hpp>
 #include <rcnn/cv/image.hpp>
+#include <rcnn/cv/mask.hpp>
 
 #include <cstring>
 #include <vector>
@@ -194,4 +195,42 @@ TEST_CASE("images: drawing reports OpenCV failures as rcnn::Error") {
   cv::Mat five(20, 20, CV_8UC(5));  // OpenCV draws on at most 4 channels
   CHECK(error_of([&] { rcnn::cv_io::draw_detections(five, dets, {"thing"}); })
             .rfind("draw_detections: OpenCV could not draw on the 20x20 image (", 0) == 0);
+}
+
+TEST_CASE("images: to_mat and draw_masks") {
+  rcnn::InstanceMask m;
+  m.reset(2, 1, 3, 2);
+  m.bits = {1, 0, 1, 0, 1, 1};
+  const cv::Mat full = rcnn::cv_io::to_mat(m, {4, 6});
+  REQUIRE(full.type() == CV_8UC1);
+  CHECK(full.rows == 4);
+  CHECK(full.cols == 6);
+  const std::vector<std::uint8_t> expanded = m.expand({4, 6});
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 6; ++x)
+      CHECK(full.at<uchar>(y, x) == (expanded[std::size_t(y) * 6 + std::size_t(x)] ? 255 : 0));
+  CHECK(cv::countNonZero(rcnn::cv_io::to_mat(m, {4, 6}, 1)) == 4);
+  CHECK(cv::countNonZero(rcnn::cv_io::to_mat(rcnn::InstanceMask{}, {3, 3})) == 0);
+  CHECK(error_of([&] { rcnn::cv_io::to_mat(m, {2, 6}); }).rfind("to_mat: mask window", 0) == 0);
+
+  // Overlay: set pixels blend with the class colour, the others are untouched.
+  const std::vector<rcnn::Detection> dets{{{2, 1, 5, 3}, 0.9f, 3}};
+  cv::Mat img(4, 6, CV_8UC3, cv::Scalar(10, 20, 30));
+  rcnn::cv_io::draw_masks(img, dets, {m}, 0.5);
+  const cv::Scalar c = rcnn::cv_io::class_colour(3);
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 6; ++x) {
+      const cv::Vec3b px = img.at<cv::Vec3b>(y, x);
+      const bool set = m.at(x, y) != 0;
+      for (int k = 0; k < 3; ++k) {
+        const double base = 10.0 * (k + 1);
+        CHECK(int(px[k]) == (set ? int(std::lround(0.5 * base + 0.5 * c[k])) : int(base)));
+      }
+    }
+  CHECK(error_of([&] { rcnn::cv_io::draw_masks(img, dets, {}); }) ==
+        "draw_masks: 0 masks for 1 detections");
+  cv::Mat gray(4, 6, CV_8UC1);
+  CHECK(error_of([&] { rcnn::cv_io::draw_masks(gray, dets, {m}); }).rfind("draw_masks: expected", 0) == 0);
+  cv::Mat small(2, 6, CV_8UC3);
+  CHECK(error_of([&] { rcnn::cv_io::draw_masks(small, dets, {m}); }).rfind("draw_masks: mask window", 0) == 0);
 }

@@ -1,14 +1,18 @@
 #pragma once
 /// \file draw.hpp
-/// Draw detections on an image (OpenCV). Link rcnn::opencv.
+/// Draw detections and their instance masks on an image (OpenCV). Link rcnn::opencv.
 
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "../error.hpp"
+#include "../mask/mask_types.hpp"
 #include "../types.hpp"
 
 namespace rcnn::cv_io {
@@ -49,6 +53,50 @@ inline void draw_detections(cv::Mat& bgr, const std::vector<Detection>& dets,
 } catch (const cv::Exception& e) {
   rcnn::detail::fail("draw_detections: OpenCV could not draw on the " + std::to_string(bgr.rows) +
                      "x" + std::to_string(bgr.cols) + " image (" + e.msg + ")");
+}
+
+/// Overlays each detection's instance mask on an 8-bit BGR image, in place: every set pixel
+/// becomes `(1 - alpha) * pixel + alpha * colour`, rounded, in the detection's class colour
+/// (`class_colour`, the colour `draw_detections` gives its box). `masks[i]` belongs to
+/// `dets[i]` (`DetectionResult::masks`); call it before `draw_detections` so that the boxes
+/// and labels stay on top. Overlapping masks blend in order.
+///
+/// Errors: rcnn::Error (never cv::Exception) if `bgr` is not CV_8UC3, if the counts differ,
+/// if `alpha` is outside [0, 1], or if a mask's window does not lie inside the image (masks
+/// of another image size). Cost: O(sum of window areas); no allocation.
+inline void draw_masks(cv::Mat& bgr, const std::vector<Detection>& dets,
+                       const std::vector<InstanceMask>& masks, double alpha = 0.5) {
+  if (bgr.type() != CV_8UC3 || bgr.dims != 2)
+    rcnn::detail::fail("draw_masks: expected an 8-bit 3-channel (BGR) image, got type " +
+                       std::to_string(bgr.type()) + " of " + std::to_string(bgr.rows) + "x" +
+                       std::to_string(bgr.cols));
+  if (masks.size() != dets.size())
+    rcnn::detail::fail("draw_masks: " + std::to_string(masks.size()) + " masks for " +
+                       std::to_string(dets.size()) + " detections");
+  if (!(alpha >= 0.0 && alpha <= 1.0))
+    rcnn::detail::fail("draw_masks: alpha " + std::to_string(alpha) + " outside [0, 1]");
+  for (const InstanceMask& m : masks)
+    if (m.width > 0 && (m.x0 < 0 || m.y0 < 0 || m.x0 + m.width > bgr.cols ||
+                        m.y0 + m.height > bgr.rows))
+      rcnn::detail::fail("draw_masks: mask window (" + std::to_string(m.x0) + ", " +
+                         std::to_string(m.y0) + ", " + std::to_string(m.width) + " x " +
+                         std::to_string(m.height) + ") outside the " + std::to_string(bgr.cols) +
+                         " x " + std::to_string(bgr.rows) + " image");
+  const float a = float(alpha), keep = 1.f - a;
+  for (std::size_t i = 0; i < masks.size(); ++i) {
+    const InstanceMask& m = masks[i];
+    const cv::Scalar colour = class_colour(dets[i].class_id);
+    const float add[3] = {a * float(colour[0]), a * float(colour[1]), a * float(colour[2])};
+    for (int y = 0; y < m.height; ++y) {
+      const std::uint8_t* bits = m.bits.data() + std::size_t(y) * std::size_t(m.width);
+      uchar* px = bgr.ptr<uchar>(m.y0 + y) + 3 * std::size_t(m.x0);
+      for (int x = 0; x < m.width; ++x, px += 3) {
+        if (!bits[x]) continue;
+        for (int c = 0; c < 3; ++c)
+          px[c] = uchar(std::clamp(std::lround(keep * float(px[c]) + add[c]), 0L, 255L));
+      }
+    }
+  }
 }
 
 }  // namespace rcnn::cv_io

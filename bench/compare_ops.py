@@ -1,11 +1,15 @@
 #!/usr/bin/python3
-"""rcnn's native stages versus torchvision 0.14's CPU ops, measured in one run.
+"""rcnn's native stages versus torchvision 0.14's CPU ops and the frameworks' Python mask
+pasting, measured in one run.
 
-1. ``rcnn-bench-stages --dump-inputs DIR`` writes the benchmark inputs;
+1. ``rcnn-bench-stages --dump-inputs DIR`` writes the benchmark inputs (and rcnn's pasted
+   masks);
 2. ``bench/torchvision_ops.py`` times torchvision's roi_align / nms / batched_nms on them;
+   ``bench/python_paste.py`` times torchvision 0.14's and Detectron2 v0.6's (a torch
+   re-implementation of its CPU path) mask pasting and checks their masks equal rcnn's;
 3. ``rcnn-bench-stages`` (Google Benchmark, JSON) times every native stage;
-4. a table pairs each torchvision op with the rcnn stage computing the same thing, with
-   ``speed-up = torchvision time / rcnn time``.
+4. tables pair each Python op with the rcnn stage computing the same thing, with
+   ``speed-up = Python time / rcnn time``.
 
 Both sides report the median of ``--repetitions`` repetitions of the mean wall time per call.
 The machine (CPU model, load average before and after, BLAS) is printed with the table;
@@ -42,6 +46,17 @@ for n in (1000, 2000, 4000, 6000):
 for n in (1000, 2000, 4000, 6000):
     PAIRS.append(("batched NMS, 80 classes (0.5)", f"{n} boxes", 1, f"BatchedNms.classes/{n}",
                   f"tv.batched_nms.classes/{n}/1", None))
+
+#: Mask pasting, 100 detections of 28 x 28 masks: (label, image, threads, rcnn benchmark,
+#: Python op, rcnn reference benchmark).
+PASTE_PAIRS: List[Tuple[str, str, int, str, str, str]] = []
+for image in ("480x640", "800x1200"):
+    for t in (1, 2):
+        PASTE_PAIRS.append(("Detectron2 v0.6 (torch re-impl.)", image, t, f"OmpDetectron2Paste/{image}/{t}",
+                            f"d2.paste_masks_in_image/{image}/{t}", f"Detectron2PasteRef/{image}/1"))
+    for t in (1, 2):
+        PASTE_PAIRS.append(("torchvision 0.14", image, t, f"OmpTorchvisionPaste/{image}/{t}",
+                            f"tv.paste_masks_in_image/{image}/{t}", f"TorchvisionPasteRef/{image}/1"))
 
 #: Native stages without a torchvision op of their own (timed, no ratio).
 STAGES_ONLY = [
@@ -105,6 +120,13 @@ def main(argv: List[str]) -> int:
                                  "--repetitions", str(args.repetitions), "--min-time", str(args.min_time)],
                                 check=True, stdout=subprocess.PIPE, text=True).stdout
         tv = json.loads(tv_out)
+        print("timing the frameworks' mask pasting ...", file=sys.stderr)
+        pp = subprocess.run([sys.executable, os.path.join(HERE, "python_paste.py"), "--inputs", inputs,
+                             "--repetitions", str(args.repetitions), "--min-time", str(args.min_time)],
+                            stdout=subprocess.PIPE, text=True)
+        if pp.returncode not in (0, 1):  # 1: a mask check failed (reported in the table)
+            raise subprocess.CalledProcessError(pp.returncode, pp.args)
+        py = json.loads(pp.stdout)
         print("timing rcnn stages ...", file=sys.stderr)
         rc = run_rcnn(binary, args.repetitions, args.min_time, args.filter)
     after = machine_info()
@@ -117,11 +139,25 @@ def main(argv: List[str]) -> int:
                      "torchvision": theirs, "torchvision_ms": b, "reference": ref,
                      "reference_ms": rc.get(ref) if ref else None,
                      "speedup": (b / a) if a and b else None})
+    py_ms = {k: v["ms"] for k, v in py["ops"].items()}
+    paste_rows = []
+    for label, image, threads, ours, theirs, ref in PASTE_PAIRS:
+        a, b = rc.get(ours), py_ms.get(theirs)
+        check = py["checks"].get(theirs.rsplit("/", 1)[0], {})
+        paste_rows.append({"paste": label, "image": image, "threads": threads, "rcnn": ours, "rcnn_ms": a,
+                           "python": theirs, "python_ms": b, "reference": ref, "reference_ms": rc.get(ref),
+                           "speedup": (b / a) if a and b else None, "check": check})
     stages = [{"stage": label, "benchmark": name, "ms": rc.get(name)} for label, name in STAGES_ONLY]
 
     header = ["op", "size", "threads", "rcnn ms", "torchvision ms", "speed-up", "rcnn reference ms"]
     table = [[r["op"], r["size"], str(r["threads"]), fmt(r["rcnn_ms"]), fmt(r["torchvision_ms"]),
               f"{r['speedup']:.2f}x" if r["speedup"] else "-", fmt(r["reference_ms"])] for r in rows]
+    paste_header = ["mask paste, 100 x 28x28", "image", "threads", "rcnn Omp ms", "Python ms", "speed-up",
+                    "rcnn reference ms", "masks equal"]
+    paste_table = [[r["paste"], r["image"], str(r["threads"]), fmt(r["rcnn_ms"]), fmt(r["python_ms"]),
+                    f"{r['speedup']:.2f}x" if r["speedup"] else "-", fmt(r["reference_ms"]),
+                    ("yes" if r["check"]["equal"] else f"NO ({r['check']['differ']} px differ)")
+                    + f", {r['check']['pixels']} px" if r["check"] else "-"] for r in paste_rows]
     stage_header = ["stage (no torchvision op)", "rcnn ms"]
     stage_table = [[s["stage"], fmt(s["ms"])] for s in stages]
 
@@ -144,11 +180,15 @@ def main(argv: List[str]) -> int:
           f"{platform.python_implementation()} {platform.python_version()}")
     print(f"times: median of {args.repetitions} repetitions of the mean wall time per call\n")
     show(header, table)
+    show(paste_header, paste_table)
     show(stage_header, stage_table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine_before": before, "machine_after": after, "pairs": rows, "stages": stages,
-                       "rcnn": rc, "torchvision": tv}, f, indent=1)
+            json.dump({"machine_before": before, "machine_after": after, "pairs": rows, "paste": paste_rows,
+                       "stages": stages, "rcnn": rc, "torchvision": tv, "python_paste": py}, f, indent=1)
+    if not all(c["equal"] for c in py["checks"].values()):
+        print("rcnn's masks differ from the frameworks' (see the masks equal column)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -379,8 +379,19 @@ class Detector {
 
   std::string static_shape_string() const {
     const auto& s = *cfg_.modules.backbone_rpn.static_shape;
-    return "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " +
-           std::to_string(s[2]) + ", " + std::to_string(s[3]) + "]";
+    return dims_string(s[0], s[1], s[2], s[3]);
+  }
+
+  /// "[a, b, c, d]", built by appending (GCC 12 warns -Wrestrict falsely on
+  /// `"[" + std::to_string(...)` chains once inlined).
+  static std::string dims_string(std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t d) {
+    std::string out("[");
+    for (const std::int64_t v : {a, b, c, d}) {
+      if (out.size() > 1) out += ", ";
+      out += std::to_string(v);
+    }
+    out += ']';
+    return out;
   }
 
   /// With a static input shape, an image whose resized size (as the bundle's resize rule
@@ -482,8 +493,7 @@ class Detector {
   }
 
   static std::string shape_str(const TensorView& t) {
-    return "[" + std::to_string(t.shape[0]) + ", " + std::to_string(t.shape[1]) + ", " +
-           std::to_string(t.shape[2]) + ", " + std::to_string(t.shape[3]) + "]";
+    return dims_string(t.shape[0], t.shape[1], t.shape[2], t.shape[3]);
   }
 
   void update_anchors(Size padded) {

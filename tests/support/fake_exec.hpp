@@ -5,7 +5,7 @@
 //
 // Its "networks" are cheap local functions of the input shaped exactly as a bundle's modules
 // are ([N, A, H/s, W/s] objectness, [N, 4A, ...] deltas, [N, C, ...] features; [R, K+1]
-// logits and [R, 4K'] deltas), with read-only "weights" that replicas may share. Faults can
+// logits and [R, 4K'] deltas; [R, Km, 2P, 2P] mask logits), with read-only "weights" that replicas may share. Faults can
 // be injected to make it disagree with model.json the way a wrong bundle does.
 #include <rcnn/config.hpp>
 #include <rcnn/exec/outputs.hpp>
@@ -35,6 +35,9 @@ struct FakeFaults {
   bool inf_box_deltas = false;  ///< every box delta +Inf
   float objectness_bias = 0.f;  ///< added to every objectness logit
   float logit_scale = 3.f;      ///< amplitude of the class logits
+  int extra_mask_channels = 0;  ///< mask logits channels + this
+  int extra_mask_size = 0;      ///< mask side (2P) + this
+  bool nan_mask_logits = false; ///< every mask logit NaN
 };
 
 /// Read-only parameters shared by replicas.
@@ -71,6 +74,35 @@ class FakeExec {
 
   int backbone_calls = 0;
   std::vector<std::int64_t> head_rows;  ///< rows of every box head call
+  std::vector<std::int64_t> mask_rows;  ///< rows of every mask head call
+
+  /// Mask head: channel k of row r at (y, x) is a smooth blob centred in the mask, shifted by
+  /// the RoI's mean feature and k; Km = K (background last), K + 1 (first) or 1 (agnostic).
+  void run_mask_head(const rcnn::TensorView& rois, rcnn::MaskHeadOutputs& out) {
+    const std::int64_t R = rois.shape[0], C = rois.shape[1], P = rois.shape[2];
+    mask_rows.push_back(R);
+    const auto& h = cfg_.roi_heads;
+    const bool agnostic = cfg_.mask_head && cfg_.mask_head->class_agnostic;
+    const std::int64_t Km = (agnostic ? 1 : (h.background_first ? h.num_classes + 1 : h.num_classes)) +
+                            faults_.extra_mask_channels;
+    const std::int64_t M = 2 * P + faults_.extra_mask_size;
+    mask_logits_.assign(std::size_t(std::max<std::int64_t>(R * Km * M * M, 0)), 0.f);
+    const std::size_t per = std::size_t(C * P * rois.shape[3]);
+    for (std::int64_t r = 0; r < R; ++r) {
+      float mean = 0.f;
+      for (std::size_t i = 0; i < per; ++i) mean += rois.data[std::size_t(r) * per + i];
+      mean /= float(std::max<std::size_t>(per, 1));
+      for (std::int64_t k = 0; k < Km; ++k)
+        for (std::int64_t y = 0; y < M; ++y)
+          for (std::int64_t x = 0; x < M; ++x) {
+            const float u = (float(x) + 0.5f) / float(M) - 0.5f, v = (float(y) + 0.5f) / float(M) - 0.5f;
+            const float val = 4.f - 30.f * (u * u + v * v) + std::sin(mean + 0.3f * float(k) + 3.f * u);
+            mask_logits_[std::size_t(((r * Km + k) * M + y) * M + x)] =
+                faults_.nan_mask_logits ? std::numeric_limits<float>::quiet_NaN() : val;
+          }
+    }
+    out.logits = {mask_logits_.data(), {R, Km, M, M}};
+  }
 
   void run_backbone_rpn(const rcnn::TensorView& in, rcnn::BackboneOutputs& out) {
     ++backbone_calls;
@@ -180,7 +212,7 @@ class FakeExec {
   FakeFaults faults_;
   std::shared_ptr<const FakeWeights> weights_;
   std::vector<std::vector<float>> objectness_, deltas_, features_;
-  std::vector<float> logits_, box_deltas_;
+  std::vector<float> logits_, box_deltas_, mask_logits_;
 };
 
 }  // namespace rcnn_test

@@ -638,3 +638,102 @@ TEST_CASE("detector (fake executor): a batch of equal-size images equals one ima
     CHECK(same_detections(batch[i].detections, single(views[i]).detections));
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// Mask R-CNN with the fake executor (no LibTorch: also under the sanitizers).
+
+namespace {
+
+rcnn::ModelConfig mask_fixture_config() {
+  const fs::path p = fs::path(RCNN_TEST_DATA_DIR) / "detectron2" /
+                     "narrow_mask_rcnn_r101_fpn_shortest_edge" / "model.json";
+  std::ifstream in(p);
+  std::stringstream text;
+  text << in.rdbuf();
+  rcnn::ModelConfig cfg = rcnn::parse_model_json(text.str(), p.string());
+  cfg.bundle_dir = "/bundles/mask";
+  return cfg;
+}
+
+}  // namespace
+
+TEST_CASE("detector (fake executor): Mask R-CNN masks follow the detections") {
+  rcnn::ModelConfig cfg = mask_fixture_config();
+  const TestImage img(60, 90);
+  auto det = make_detector(cfg);
+  CHECK(det.has_masks());
+  rcnn::Trace trace;
+  const auto r = det(img.view, &trace);
+  REQUIRE(!r.detections.empty());
+  REQUIRE(r.masks.size() == r.detections.size());
+  CHECK(trace.mask_size == 28);
+  CHECK(trace.mask_levels.size() == trace.detections_resized.size());
+  CHECK(trace.mask_probs.size() == trace.detections_resized.size() * 28 * 28);
+  CHECK(det.executor().mask_rows == std::vector<std::int64_t>{std::int64_t(r.detections.size())});
+  std::size_t set = 0;
+  for (std::size_t i = 0; i < r.masks.size(); ++i) {
+    const auto& m = r.masks[i];
+    CHECK(m.x0 >= 0);
+    CHECK(m.y0 >= 0);
+    CHECK(m.x0 + m.width <= 90);
+    CHECK(m.y0 + m.height <= 60);
+    set += m.area();
+  }
+  CHECK(set > 0);  // the fake head's blobs are positive in the middle of each box
+  CHECK(r.timing.mask_paste >= 0);
+
+  SUBCASE("static_rois: chunks of exactly that many rows, the same masks") {
+    cfg.modules.mask_head->static_rois = 8;
+    auto chunked = make_detector(cfg);
+    const auto r2 = chunked(img.view);
+    const std::size_t D = r2.detections.size();
+    CHECK(chunked.executor().mask_rows == std::vector<std::int64_t>((D + 7) / 8, 8));
+    REQUIRE(r2.masks.size() == r.masks.size());
+    for (std::size_t i = 0; i < D; ++i) CHECK(r2.masks[i].bits == r.masks[i].bits);
+  }
+  SUBCASE("a batch of two images equals one image at a time") {
+    const TestImage other(60, 90, 3);
+    const auto single = make_detector(cfg)(other.view);
+    const rcnn::ImageView views[] = {img.view, other.view};
+    auto batch_det = make_detector(cfg);
+    const auto both = batch_det(std::span<const rcnn::ImageView>(views));
+    REQUIRE(both.size() == 2);
+    CHECK(same_detections(both[0].detections, r.detections));
+    CHECK(same_detections(both[1].detections, single.detections));
+    REQUIRE(both[1].masks.size() == single.masks.size());
+    for (std::size_t i = 0; i < single.masks.size(); ++i)
+      CHECK(both[1].masks[i].bits == single.masks[i].bits);
+  }
+  SUBCASE("no detections: no masks, the mask head is not run") {
+    auto none = make_detector(cfg, {.nan_logits = true});
+    const auto r3 = none(img.view);
+    CHECK(r3.detections.empty());
+    CHECK(r3.masks.empty());
+    CHECK(none.executor().mask_rows.empty());
+  }
+  SUBCASE("NaN mask logits: empty masks, no crash") {
+    auto nan = make_detector(cfg, {.nan_mask_logits = true});
+    const auto r4 = nan(img.view);
+    REQUIRE(r4.masks.size() == r4.detections.size());
+    for (const auto& m : r4.masks) CHECK(m.area() == 0);
+  }
+}
+
+TEST_CASE("detector (fake executor): a mask head that disagrees with model.json") {
+  const rcnn::ModelConfig cfg = mask_fixture_config();
+  const TestImage img(60, 90);
+  for (const rcnn_test::FakeFaults& f :
+       {rcnn_test::FakeFaults{.extra_mask_channels = 1}, rcnn_test::FakeFaults{.extra_mask_size = -2}}) {
+    auto det = make_detector(cfg, f);
+    const std::string e = error_of([&] { det(img.view); });
+    INFO(e);
+    CHECK(e.rfind("/bundles/mask/mask_head.pt: returned mask logits [", 0) == 0);
+    CHECK(contains(e, "expected ["));
+    CHECK(!contains(e, "\n"));
+  }
+  // A Faster R-CNN bundle never calls the mask head and has no masks.
+  auto plain = make_detector(fixture_config());
+  const auto r = plain(img.view);
+  CHECK(r.masks.empty());
+  CHECK(plain.executor().mask_rows.empty());
+}

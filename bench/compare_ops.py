@@ -83,7 +83,8 @@ def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str) -> Di
     scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
     result: Dict[str, float] = {}
     for b in data["benchmarks"]:
-        if b.get("aggregate_name") != "median":
+        # One repetition: Google Benchmark reports the run itself, no aggregates.
+        if b.get("aggregate_name") != "median" and not (repetitions == 1 and b.get("run_type") == "iteration"):
             continue
         name = b["run_name"]
         if name.endswith("/real_time"):

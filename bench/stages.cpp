@@ -1,14 +1,19 @@
 // rcnn-bench-stages: Google Benchmark microbenchmarks of every native stage at the sizes of an
-// 800 x 800 Faster R-CNN input (bench/workloads.hpp). bench/compare_ops.py runs it next to
-// bench/torchvision_ops.py (torchvision's CPU ops on the same inputs) and prints the ratios.
+// 800 x 800 Faster R-CNN input, and of Mask R-CNN's mask pasting (bench/workloads.hpp).
+// bench/compare_ops.py runs it next to bench/torchvision_ops.py (torchvision's CPU ops on the
+// same inputs) and bench/python_paste.py (the frameworks' Python mask pasting) and prints the
+// ratios.
 //
 //   rcnn-bench-stages [google benchmark flags]        run (e.g. --benchmark_filter=RoIAlign)
 //   rcnn-bench-stages --dump-inputs DIR               write the inputs for torchvision_ops.py
+//                                                     and python_paste.py (and rcnn's pasted
+//                                                     masks, for python_paste.py's check)
 //
 // Benchmark names: <Stage>/<size>/<threads>; times are wall-clock (UseRealTime) per call.
 
 #include <benchmark/benchmark.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +25,9 @@
 
 #include <rcnn/anchors/grid_anchor_generator.hpp>
 #include <rcnn/box/softmax_box_inference.hpp>
+#include <rcnn/mask/detectron2_paste.hpp>
+#include <rcnn/mask/omp_paste.hpp>
+#include <rcnn/mask/torchvision_paste.hpp>
 #include <rcnn/nms/batched_nms.hpp>
 #include <rcnn/nms/bitmask_nms.hpp>
 #include <rcnn/nms/greedy_nms.hpp>
@@ -258,7 +266,49 @@ BENCHMARK_TEMPLATE(BM_Preprocess, rcnn::Detectron2Preprocess, rcnn::Conventions:
 BENCHMARK_TEMPLATE(BM_Preprocess, rcnn::TorchvisionPreprocess, rcnn::Conventions::torchvision)
     ->Name("TorchvisionPreprocess/480x640/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// ---- Inputs for bench/torchvision_ops.py ---------------------------------------------------
+// ---- Mask pasting: 100 detections, 28 x 28 masks, into 480 x 640 and 800 x 1200 ----------
+
+const rcnn::Size kPasteImages[] = {{480, 640}, {800, 1200}};
+
+const MaskPasteWorkload& paste_workload(rcnn::Size image) {
+  static const MaskPasteWorkload small(kPasteImages[0]), large(kPasteImages[1]);
+  return image == kPasteImages[0] ? small : large;
+}
+
+constexpr float kMaskThreshold = 0.5f;
+
+/// One paste policy on one image size; `state.range(0)` threads for the OpenMP policies.
+/// The output masks are reused across calls (the policies' steady state: no allocation).
+template <class Paste, int H, int W>
+void BM_Paste(benchmark::State& state) {
+  const MaskPasteWorkload& w = paste_workload({H, W});
+  Paste paste;
+  if constexpr (requires { paste.num_threads; }) paste.num_threads = int(state.range(0));
+  std::vector<rcnn::InstanceMask> masks;
+  std::size_t pixels = 0;
+  for (auto _ : state) {
+    paste(w.view(), w.boxes, w.image, kMaskThreshold, masks);
+    benchmark::DoNotOptimize(masks.data());
+  }
+  for (const rcnn::InstanceMask& m : masks) pixels += std::size_t(m.width) * std::size_t(m.height);
+  state.counters["detections"] = double(masks.size());
+  state.counters["window_pixels"] = double(pixels);
+}
+#define RCNN_BENCH_PASTE(Policy, H, W, ...)                                        \
+  BENCHMARK_TEMPLATE(BM_Paste, rcnn::Policy, H, W)                                 \
+      ->Name(#Policy "/" #H "x" #W)->__VA_ARGS__->Unit(benchmark::kMillisecond)    \
+      ->UseRealTime()
+RCNN_BENCH_PASTE(Detectron2PasteRef, 480, 640, Arg(1));
+RCNN_BENCH_PASTE(OmpDetectron2Paste, 480, 640, Arg(1)->Arg(2));
+RCNN_BENCH_PASTE(TorchvisionPasteRef, 480, 640, Arg(1));
+RCNN_BENCH_PASTE(OmpTorchvisionPaste, 480, 640, Arg(1)->Arg(2));
+RCNN_BENCH_PASTE(Detectron2PasteRef, 800, 1200, Arg(1));
+RCNN_BENCH_PASTE(OmpDetectron2Paste, 800, 1200, Arg(1)->Arg(2));
+RCNN_BENCH_PASTE(TorchvisionPasteRef, 800, 1200, Arg(1));
+RCNN_BENCH_PASTE(OmpTorchvisionPaste, 800, 1200, Arg(1)->Arg(2));
+#undef RCNN_BENCH_PASTE
+
+// ---- Inputs for bench/torchvision_ops.py and bench/python_paste.py ------------------------
 
 template <class T>
 void write_raw(const std::filesystem::path& path, const T* data, std::size_t count) {
@@ -297,6 +347,50 @@ void dump_inputs(const std::filesystem::path& dir) {
     write_raw(dir / ("nms_levels_" + s + ".i32"), nw.levels.data(), nw.levels.size());
     write_raw(dir / ("nms_classes_" + s + ".i32"), nw.classes.data(), nw.classes.size());
     manifest["nms"]["sizes"].push_back(n);
+  }
+  // Mask pasting: inputs, and the masks rcnn's OpenMP policies (the benchmarked ones) paste,
+  // windows [x0, y0, width, height] per detection and their bits concatenated, after checking
+  // them against the reference policies; python_paste.py compares them with the frameworks'.
+  manifest["paste"]["threshold"] = kMaskThreshold;
+  for (const rcnn::Size size : kPasteImages) {
+    const MaskPasteWorkload& pw = paste_workload(size);
+    const std::string s = pw.label();
+    write_raw(dir / ("paste_probs_" + s + ".f32"), pw.probs.data(), pw.probs.size());
+    write_raw(dir / ("paste_boxes_" + s + ".f32"), &pw.boxes[0].x1, pw.boxes.size() * 4);
+    nlohmann::json entry = {{"label", s},
+                            {"height", size.height},
+                            {"width", size.width},
+                            {"count", pw.boxes.size()},
+                            {"mask_size", pw.mask_size},
+                            {"probs", "paste_probs_" + s + ".f32"},
+                            {"boxes", "paste_boxes_" + s + ".f32"}};
+    const auto dump_masks = [&](const char* convention, auto&& paste, auto&& reference) {
+      std::vector<rcnn::InstanceMask> masks, ref;
+      paste.num_threads = 2;
+      paste(pw.view(), pw.boxes, pw.image, kMaskThreshold, masks);
+      reference(pw.view(), pw.boxes, pw.image, kMaskThreshold, ref);
+      std::vector<std::int32_t> windows;
+      std::vector<std::uint8_t> bits;
+      for (std::size_t i = 0; i < masks.size(); ++i) {
+        const rcnn::InstanceMask& m = masks[i];
+        if (m.x0 != ref[i].x0 || m.y0 != ref[i].y0 || m.width != ref[i].width ||
+            m.height != ref[i].height || m.bits != ref[i].bits) {
+          std::fprintf(stderr, "%s paste, %s: detection %zu differs from the reference\n",
+                       convention, s.c_str(), i);
+          std::exit(1);
+        }
+        windows.insert(windows.end(), {m.x0, m.y0, m.width, m.height});
+        bits.insert(bits.end(), m.bits.begin(), m.bits.end());
+      }
+      const std::string base = std::string("paste_") + convention + "_" + s;
+      write_raw(dir / (base + "_windows.i32"), windows.data(), windows.size());
+      write_raw(dir / (base + "_bits.u8"), bits.data(), bits.size());
+      entry["masks"][convention] = {{"windows", base + "_windows.i32"},
+                                    {"bits", base + "_bits.u8"}};
+    };
+    dump_masks("detectron2", rcnn::OmpDetectron2Paste{}, rcnn::Detectron2PasteRef{});
+    dump_masks("torchvision", rcnn::OmpTorchvisionPaste{}, rcnn::TorchvisionPasteRef{});
+    manifest["paste"]["images"].push_back(entry);
   }
   std::ofstream(dir / "manifest.json") << manifest.dump(2) << "\n";
   std::printf("wrote %s\n", (dir / "manifest.json").c_str());

@@ -1,7 +1,9 @@
 #pragma once
 // Deterministic synthetic inputs of the stage benchmarks, at the sizes a Faster R-CNN sees
 // for an 800 x 800 input: P2..P5 feature maps of 256 channels, 1000 proposals, 1000-6000
-// NMS candidates, P2..P6 RPN outputs, 1000 x 81 box-head outputs, an 800 x 1066 photo.
+// NMS candidates, P2..P6 RPN outputs, 1000 x 81 box-head outputs, an 800 x 1066 photo;
+// and a Mask R-CNN's final stage: 100 detections' 28 x 28 mask probabilities to paste into
+// a 480 x 640 and an 800 x 1200 image.
 // The same inputs are written to disk (`rcnn-bench-stages --dump-inputs DIR`) so that
 // bench/torchvision_ops.py times torchvision's ops on exactly these values.
 
@@ -9,10 +11,12 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <rcnn/anchors/grid_anchor_generator.hpp>
 #include <rcnn/config.hpp>
+#include <rcnn/mask/mask_types.hpp>
 #include <rcnn/proposals/topk_proposal_selector.hpp>
 #include <rcnn/roi_align/level_mapper.hpp>
 #include <rcnn/types.hpp>
@@ -158,6 +162,67 @@ struct BoxInferenceWorkload {
       for (int k = 0; k <= K; ++k)
         logits[std::size_t(r) * (K + 1) + k] = 2.f * normal(rng) + (k == K ? 4.f : 0.f);
     for (float& v : deltas) v = 0.5f * normal(rng);
+  }
+};
+
+/// Mask pasting input: `count` final detections in an `image` (original frame), each with an
+/// M x M probability mask, as a Mask R-CNN's mask head gives them after the sigmoid.
+///
+/// Masks are blobs, not noise: `sigmoid(6 * (1 - ex^2 - ey^2) + three Gaussian bumps)` with
+/// an ellipse of radii 8-13 cells centred near the middle (ex, ey: offsets over the radii)
+/// and bumps of amplitude -2..2, width 2-5 cells, so most cells are near 0 or 1 and a band
+/// around the outline crosses 0.5, as in real masks. Boxes: side log-uniform in [20, 400]
+/// px, aspect ratio log-uniform in [0.5, 2], fractional corners, inside the image (the
+/// frameworks clip final boxes to it), in no particular order.
+struct MaskPasteWorkload {
+  rcnn::Size image;
+  int mask_size = 28;
+  std::vector<float> probs;  ///< [count, M, M]
+  std::vector<rcnn::Box> boxes;
+
+  explicit MaskPasteWorkload(rcnn::Size image_, std::size_t count = 100, int M = 28)
+      : image(image_), mask_size(M) {
+    std::mt19937 rng(std::uint32_t(41 + image.height * 7 + image.width));
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    const auto uniform = [&](float lo, float hi) { return lo + (hi - lo) * u(rng); };
+    const auto log_uniform = [&](float lo, float hi) {
+      return std::exp(std::log(lo) + u(rng) * (std::log(hi) - std::log(lo)));
+    };
+    const float H = float(image.height), W = float(image.width), m = float(M);
+    probs.resize(count * std::size_t(M) * std::size_t(M));
+    boxes.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      const float cx = uniform(0.4f, 0.6f) * m, cy = uniform(0.4f, 0.6f) * m;
+      const float rx = uniform(8.f, 13.f) * m / 28.f, ry = uniform(8.f, 13.f) * m / 28.f;
+      float bx[3], by[3], bs[3], ba[3];
+      for (int k = 0; k < 3; ++k) {
+        bx[k] = uniform(0.f, m - 1.f);
+        by[k] = uniform(0.f, m - 1.f);
+        bs[k] = uniform(2.f, 5.f) * m / 28.f;
+        ba[k] = uniform(-2.f, 2.f);
+      }
+      float* P = probs.data() + i * std::size_t(M) * std::size_t(M);
+      for (int y = 0; y < M; ++y)
+        for (int x = 0; x < M; ++x) {
+          const float ex = (float(x) + 0.5f - cx) / rx, ey = (float(y) + 0.5f - cy) / ry;
+          float logit = 6.f * (1.f - ex * ex - ey * ey);
+          for (int k = 0; k < 3; ++k) {
+            const float dx = float(x) - bx[k], dy = float(y) - by[k];
+            logit += ba[k] * std::exp(-(dx * dx + dy * dy) / (2.f * bs[k] * bs[k]));
+          }
+          P[std::size_t(y) * std::size_t(M) + std::size_t(x)] = 1.f / (1.f + std::exp(-logit));
+        }
+      const float side = log_uniform(20.f, 400.f), ratio = log_uniform(0.5f, 2.f);
+      const float w = std::min(side * std::sqrt(ratio), W - 1.f);
+      const float h = std::min(side / std::sqrt(ratio), H - 1.f);
+      const float x1 = uniform(0.f, W - w), y1 = uniform(0.f, H - h);
+      boxes[i] = {x1, y1, std::min(x1 + w, W), std::min(y1 + h, H)};
+    }
+  }
+  rcnn::MaskProbs view() const { return {probs.data(), int(boxes.size()), mask_size}; }
+  /// "HxW", the benchmarks' size label.
+  std::string label() const {
+    return std::to_string(image.height) + "x" + std::to_string(image.width);
   }
 };
 

@@ -1,14 +1,14 @@
 #!/usr/bin/python3
-"""Export a Detectron2 (v0.6) Faster R-CNN to an rcnn model bundle (format v1).
+"""Export a Detectron2 (v0.6) Faster R-CNN or Mask R-CNN to an rcnn model bundle (format v1).
 
 A thin adapter over rcnn_export.core: Detectron2 builds the model; ``model_json_from_cfg``
 maps the config to model.json (a pure function over a nested-dict-like config, unit tested
-without Detectron2); ``D2BackboneRPN`` / ``D2BoxHead`` are the two traced wrappers.
+without Detectron2); ``D2BackboneRPN`` / ``D2BoxHead`` / ``D2MaskHead`` are the traced wrappers.
 
-Mask R-CNN is not exported yet. To add it: a ``mask_head`` section in
-``model_json_from_cfg`` (ROI_MASK_HEAD: pooler, CLS_AGNOSTIC_MASK; BUNDLE-v1.md "Mask R-CNN"),
-``"architecture": "mask_rcnn"``, a ``modules.mask_head`` entry and a third
-``core.ModuleSpec`` tracing ``roi_heads.mask_head.layers``.
+A Mask R-CNN (MODEL.MASK_ON) gets ``"architecture": "mask_rcnn"``, a ``mask_head`` object
+from ROI_MASK_HEAD (BUNDLE-v1.md "Mask R-CNN") and ``mask_head.pt``, the trace of
+``roi_heads.mask_head.layers`` (convs, deconv, predictor: raw logits, no sigmoid);
+``--boxes-only`` exports it without the mask head, as a Faster R-CNN.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def level_stride(name: str) -> int:
 
 
 def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
-    """Raise ExportError for configs the bundle format (Faster R-CNN, v1) cannot describe."""
+    """Raise ExportError for configs the bundle format (v1: Faster and Mask R-CNN) cannot describe."""
     checks = [
         ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"),
         ("MODEL.PROPOSAL_GENERATOR.NAME", "RPN"),
@@ -86,16 +86,43 @@ def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
             raise core.ExportError(f"{key} = {value!r} is not supported (only {want})")
     if cfg_get(cfg, "MODEL.KEYPOINT_ON", False):
         raise core.ExportError("keypoint heads (MODEL.KEYPOINT_ON) are not supported")
-    if cfg_get(cfg, "MODEL.MASK_ON", False) and not boxes_only:
-        raise core.ExportError(
-            "MODEL.MASK_ON: Mask R-CNN bundles are not exported yet; pass --boxes-only to export the "
-            "detector without its mask head (a faster_rcnn bundle with the same boxes)")
     pooler = cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_TYPE")
     if pooler not in ("ROIAlign", "ROIAlignV2"):
         raise core.ExportError(f"MODEL.ROI_BOX_HEAD.POOLER_TYPE = {pooler!r}: only ROIAlign and ROIAlignV2")
+    if exports_masks(cfg, boxes_only):
+        head = cfg_get(cfg, "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead")
+        if head != "MaskRCNNConvUpsampleHead":
+            raise core.ExportError(f"MODEL.ROI_MASK_HEAD.NAME = {head!r} is not supported (only "
+                                   "MaskRCNNConvUpsampleHead); --boxes-only exports the detector without it")
+        pooler = cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_TYPE")
+        if pooler not in ("ROIAlign", "ROIAlignV2"):
+            raise core.ExportError(f"MODEL.ROI_MASK_HEAD.POOLER_TYPE = {pooler!r}: only ROIAlign and ROIAlignV2")
     fmt = cfg_get(cfg, "INPUT.FORMAT")
     if fmt not in ("BGR", "RGB"):
         raise core.ExportError(f"INPUT.FORMAT = {fmt!r}: only BGR and RGB inputs")
+
+
+def exports_masks(cfg: Mapping[str, Any], boxes_only: bool = False) -> bool:
+    """True for a Mask R-CNN config (MODEL.MASK_ON) unless ``boxes_only``."""
+    return bool(cfg_get(cfg, "MODEL.MASK_ON", False)) and not boxes_only
+
+
+def mask_head_json(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ``mask_head`` object of a Mask R-CNN bundle from ROI_MASK_HEAD: Detectron2's
+    ROIPooler (canonical 224 / level 4, eps 1e-8 inside the log2, like the box pooler),
+    CLS_AGNOSTIC_MASK, the 0.5 threshold of detector_postprocess, and its own paste."""
+    return {
+        "pooler_resolution": int(cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION")),
+        "sampling_ratio": int(cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO")),
+        "aligned": cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_TYPE") == "ROIAlignV2",
+        "canonical_box_size": CANONICAL_BOX_SIZE,
+        "canonical_level": CANONICAL_LEVEL,
+        "level_eps": LEVEL_EPS,
+        "level_eps_inside_log": True,
+        "class_agnostic": bool(cfg_get(cfg, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False)),
+        "mask_threshold": 0.5,
+        "paste": "detectron2",
+    }
 
 
 def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequence[str], note: str = "",
@@ -104,14 +131,15 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
                         size_divisibility: Optional[int] = None,
                         fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
                         boxes_only: bool = False) -> Dict[str, Any]:
-    """model.json for a Detectron2 Faster R-CNN config.
+    """model.json for a Detectron2 Faster R-CNN or Mask R-CNN config.
 
     ``output_shape`` maps backbone feature names to (channels, stride), as
     ``model.backbone.output_shape()`` says; without it both are inferred from the config
     (p<k>/res<k> names, MODEL.FPN.OUT_CHANNELS). ``size_divisibility`` is
     ``model.backbone.size_divisibility`` (default: the largest MODEL.FPN.IN_FEATURES stride, as
     Detectron2's FPN). ``fixed_size`` (H, W) selects the fixed resize and a static backbone
-    shape; ``static_rois`` a static box-head row count."""
+    shape; ``static_rois`` a static box-head row count (and a static mask head of
+    TEST.DETECTIONS_PER_IMAGE rows). ``boxes_only``: a Mask R-CNN config without its mask head."""
     check_supported(cfg, boxes_only)
     rpn_levels = [str(f) for f in cfg_get(cfg, "MODEL.RPN.IN_FEATURES")]
     roi_levels = [str(f) for f in cfg_get(cfg, "MODEL.ROI_HEADS.IN_FEATURES")]
@@ -134,10 +162,12 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
     if len(classes) != num_classes:
         raise core.ExportError(f"{len(classes)} class names for MODEL.ROI_HEADS.NUM_CLASSES = {num_classes}")
     strides = {name: int(output_shape[name][1]) for name in dict.fromkeys(rpn_levels + roi_levels)}
-    return {
+    masks = exports_masks(cfg, boxes_only)
+    detections_per_image = int(cfg_get(cfg, "TEST.DETECTIONS_PER_IMAGE"))
+    model_json: Dict[str, Any] = {
         "format": core.BUNDLE_FORMAT,
         "version": core.BUNDLE_VERSION,
-        "architecture": "faster_rcnn",
+        "architecture": "mask_rcnn" if masks else "faster_rcnn",
         "conventions": "detectron2",
         "source": {
             "framework": "detectron2",
@@ -199,12 +229,20 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
             "scale_clamp": core.SCALE_CLAMP,
             "score_threshold": float(cfg_get(cfg, "MODEL.ROI_HEADS.SCORE_THRESH_TEST")),
             "nms_threshold": float(cfg_get(cfg, "MODEL.ROI_HEADS.NMS_THRESH_TEST")),
-            "detections_per_image": int(cfg_get(cfg, "TEST.DETECTIONS_PER_IMAGE")),
+            "detections_per_image": detections_per_image,
             "min_box_size": None,
         },
         "postprocess": {"clip": True, "drop_empty": True},
         "classes": [str(c) for c in classes],
     }
+    if masks:
+        model_json["modules"]["mask_head"] = {
+            "file": "mask_head.pt", "static_rois": core.mask_static_rois(static_rois, detections_per_image)}
+        # Key order of BUNDLE-v1.md: mask_head right after roi_heads.
+        tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
+        model_json["mask_head"] = mask_head_json(cfg)
+        model_json.update(tail)
+    return model_json
 
 
 def _single(value: Any, key: str) -> int:
@@ -274,7 +312,8 @@ def class_names(d2: Dict[str, Any], cfg: Any, path: Optional[str]) -> List[str]:
     return [f"class_{i}" for i in range(k)]
 
 
-def make_wrappers(model: Any):
+def make_wrappers(model: Any, masks: bool = False):
+    """(backbone_rpn, box_head) wrappers, and with ``masks`` a third: the mask head."""
     import torch
     from torch import nn
 
@@ -305,6 +344,20 @@ def make_wrappers(model: Any):
         def forward(self, box_features: torch.Tensor):
             return self.box_predictor(self.box_head(box_features))
 
+    class D2MaskHead(nn.Module):
+        """roi_heads.mask_head.layers: MaskRCNNConvUpsampleHead's convs, deconv and predictor,
+        [R, C, P, P] -> raw logits [R, K (1 if class-agnostic), 2P, 2P]. (mask_head.forward
+        would add mask_rcnn_inference: class selection and sigmoid, which the runtime does.)"""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.mask_head = model.roi_heads.mask_head
+
+        def forward(self, mask_features: torch.Tensor):
+            return self.mask_head.layers(mask_features)
+
+    if masks:
+        return D2BackboneRPN(), D2BoxHead(), D2MaskHead()
     return D2BackboneRPN(), D2BoxHead()
 
 
@@ -320,13 +373,31 @@ def check_model_matches(model: Any, model_json: Dict[str, Any]) -> None:
     if int(getattr(pooler, "canonical_box_size", CANONICAL_BOX_SIZE)) != CANONICAL_BOX_SIZE or \
             int(getattr(pooler, "canonical_level", CANONICAL_LEVEL)) != CANONICAL_LEVEL:
         raise core.ExportError("the box pooler's canonical box size / level differ from 224 / 4")
+    if "mask_head" in model_json:
+        heads = model.roi_heads
+        for attr in ("mask_pooler", "mask_head", "mask_in_features"):
+            if getattr(heads, attr, None) is None:
+                raise core.ExportError(f"MODEL.MASK_ON but the built roi_heads has no {attr}")
+        if list(heads.mask_in_features) != model_json["backbone"]["roi_levels"]:
+            raise core.ExportError("roi_heads.mask_in_features differ from the box head's "
+                                   "(the bundle has one set of RoI levels)")
+        mask_pooler = heads.mask_pooler
+        if len(mask_pooler.level_poolers) != len(model_json["backbone"]["roi_levels"]):
+            raise core.ExportError("the mask pooler has a different number of levels")
+        if int(getattr(mask_pooler, "canonical_box_size", CANONICAL_BOX_SIZE)) != CANONICAL_BOX_SIZE or \
+                int(getattr(mask_pooler, "canonical_level", CANONICAL_LEVEL)) != CANONICAL_LEVEL:
+            raise core.ExportError("the mask pooler's canonical box size / level differ from 224 / 4")
+        if not callable(getattr(heads.mask_head, "layers", None)):
+            raise core.ExportError("roi_heads.mask_head has no layers() (not a Detectron2 v0.6 mask head?)")
 
 
 DESCRIPTION = """\
-Export a Detectron2 (v0.6) Faster R-CNN to an rcnn model bundle (format v1): model.json,
-backbone_rpn.pt (backbone + RPN head) and box_head.pt (box head + predictor). Everything in
-between (resize, normalisation, anchors, proposals, RoIAlign, box decoding, NMS, rescaling)
-is described in model.json with Detectron2's conventions and done natively by the runtime.
+Export a Detectron2 (v0.6) Faster R-CNN or Mask R-CNN to an rcnn model bundle (format v1):
+model.json, backbone_rpn.pt (backbone + RPN head) and box_head.pt (box head + predictor); a
+Mask R-CNN (MODEL.MASK_ON) adds mask_head.pt (roi_heads.mask_head.layers: raw mask logits).
+Everything in between (resize, normalisation, anchors, proposals, RoIAlign, box decoding, NMS,
+rescaling, the mask RoIAlign, class-channel sigmoid and pasting the masks) is described in
+model.json with Detectron2's conventions and done natively by the runtime.
 Needs Detectron2 v0.6 installed (exits with status 2 and instructions otherwise)."""
 
 EPILOG = """\
@@ -340,7 +411,15 @@ config:
   CLS_AGNOSTIC_BBOX_REG), TEST.DETECTIONS_PER_IMAGE; strides and channels from the built
   backbone; class names from MetadataCatalog of DATASETS.TEST[0] (or --classes FILE).
   Supported: GeneralizedRCNN with an FPN backbone, StandardRPNHead, StandardROIHeads,
-  ROIAlign/ROIAlignV2. Mask R-CNN configs need --boxes-only (masks are not exported yet).
+  ROIAlign/ROIAlignV2.
+
+Mask R-CNN (MODEL.MASK_ON, e.g. COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml):
+  model.json gets architecture "mask_rcnn" and a mask_head object from MODEL.ROI_MASK_HEAD
+  (POOLER_RESOLUTION, POOLER_SAMPLING_RATIO, POOLER_TYPE: ROIAlignV2 = aligned,
+  CLS_AGNOSTIC_MASK), mask_threshold 0.5 and paste "detectron2" (paste_masks_in_image, as
+  DefaultPredictor). Supported head: MaskRCNNConvUpsampleHead. --boxes-only exports the same
+  detector without its mask head (a faster_rcnn bundle with the same boxes). With
+  --static-rois the mask head is traced for exactly TEST.DETECTIONS_PER_IMAGE rows.
 
 example (the AWS Neuron R-CNN app note's model, for Inf1):
   %(prog)s --config COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml --weights model_final.pkl \\
@@ -360,7 +439,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="checkpoint for DetectionCheckpointer (.pth or .pkl)")
     parser.add_argument("--classes", metavar="FILE", help="class names, one per line (default: MetadataCatalog)")
     parser.add_argument("--boxes-only", action="store_true",
-                        help="export a Mask R-CNN config without its mask head")
+                        help="export a Mask R-CNN config without its mask head (a faster_rcnn bundle)")
     parser.add_argument("--note", default=None, help="free text for model.json source.note")
     core.add_bundle_arguments(parser)
     args = parser.parse_args(argv)
@@ -391,8 +470,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             size_divisibility=getattr(model.backbone, "size_divisibility", None), fixed_size=args.fixed_size,
             static_rois=args.static_rois, boxes_only=args.boxes_only)
         check_model_matches(model, model_json)
-        backbone_rpn, box_head = make_wrappers(model)
-        specs = core.standard_specs(model_json, backbone_rpn, box_head, device=torch.device(device))
+        wrappers = make_wrappers(model, masks="mask_head" in model_json)
+        specs = core.standard_specs(model_json, wrappers[0], wrappers[1], device=torch.device(device),
+                                    mask_head=wrappers[2] if len(wrappers) > 2 else None)
         core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance,
                            freeze=args.freeze, channels_last=args.channels_last)
     except core.ExportError as error:

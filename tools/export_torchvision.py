@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Export a torchvision Faster R-CNN to an rcnn model bundle (format v1).
+"""Export a torchvision Faster R-CNN or Mask R-CNN to an rcnn model bundle (format v1).
 
 Usable as a program (see --help) and as a module: ``build_model``, ``apply_seed_recipe``,
 ``load_weights``, ``model_json_for`` and ``export`` are what tests/reference/gen_torchvision.py
@@ -20,16 +20,20 @@ from torch import nn  # noqa: E402
 
 from rcnn_export import core  # noqa: E402
 
-MODELS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn")
+MODELS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+          "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+MASK_MODELS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 
 #: How torchvision builds each model when it loads its COCO weights: the norm layers and,
 #: for FrozenBatchNorm2d, the eps it uses (fasterrcnn_resnet50_fpn's COCO_V1 weights call
-#: overwrite_eps(model, 0.0); the MobileNet builder keeps FrozenBatchNorm2d's 1e-5; v2 keeps
-#: trainable BatchNorm2d).
+#: overwrite_eps(model, 0.0), and so do maskrcnn_resnet50_fpn's; the MobileNet builder keeps
+#: FrozenBatchNorm2d's 1e-5; the v2 models keep trainable BatchNorm2d).
 PRETRAINED_NORM = {
     "fasterrcnn_resnet50_fpn": ("frozen", 0.0),
     "fasterrcnn_resnet50_fpn_v2": ("batchnorm", None),
     "fasterrcnn_mobilenet_v3_large_fpn": ("frozen", 1e-5),
+    "maskrcnn_resnet50_fpn": ("frozen", 0.0),
+    "maskrcnn_resnet50_fpn_v2": ("batchnorm", None),
 }
 
 #: torchvision's 91 COCO category names (FasterRCNN_*_Weights.COCO_V1.meta["categories"]), used
@@ -63,6 +67,12 @@ RECIPES: Dict[str, Dict[str, float]] = {
         rpn_objectness_std=0.1, rpn_objectness_bias=-2.0, rpn_deltas_std=0.01, rpn_size_bias=1.0,
         cls_std=0.7, background_bias=7.3, box_std=0.5),
 }
+#: Mask R-CNN: the Faster R-CNN recipe of the same backbone and box head (the non-mask weights
+#: are the same tensors for the same seed) plus the mask head's constants (see
+#: apply_mask_seed_recipe).
+MASK_RECIPE: Dict[str, float] = dict(mask_deconv_spread=0.2, mask_logits_std=4.0)
+RECIPES["maskrcnn_resnet50_fpn"] = dict(RECIPES["fasterrcnn_resnet50_fpn"], **MASK_RECIPE)
+RECIPES["maskrcnn_resnet50_fpn_v2"] = dict(RECIPES["fasterrcnn_resnet50_fpn_v2"], **MASK_RECIPE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +211,12 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
     trunk norm layer on a synthetic calibration image (see ``calibrate_norms``) and the FPN's
     lateral convolutions to output std ``fpn_std``.
 
+    A Mask R-CNN's mask head and predictor are left out of all that (so that every other
+    weight equals the Faster R-CNN's of the same seed) and get ``apply_mask_seed_recipe``.
+
     The constants per model are in ``RECIPES``; they were tuned on fruits, messi5, baboon and
-    building from OpenCV's sample data (tests/reference/gen_torchvision.py prints the result).
+    building from OpenCV's sample data (tests/reference/gen_torchvision.py and, for the masks,
+    gen_tv_masks.py print the result).
     """
     from torchvision.ops import FrozenBatchNorm2d
 
@@ -210,8 +224,11 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
         recipe = RECIPES[name] if name in RECIPES else RECIPES["fasterrcnn_resnet50_fpn"]
     torch.manual_seed(seed)
     norm_types = (nn.BatchNorm2d, FrozenBatchNorm2d)
+    mask_modules = {id(m) for part in mask_parts(model) for m in part.modules()}
     with torch.no_grad():
         for m in model.modules():
+            if id(m) in mask_modules:
+                continue
             if isinstance(m, nn.Conv2d):
                 # kaiming normal (fan_out, relu) with the fan of one group: for depthwise
                 # convolutions torch's fan_out would count every channel and shrink them.
@@ -272,7 +289,83 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
         bias = head.bbox_pred.bias.view(-1, 4)
         bias.zero_()
         bias[:, 2:] = recipe["rpn_size_bias"]
+    if mask_modules:
+        apply_mask_seed_recipe(model, seed, recipe)
     return model.eval()
+
+
+def mask_parts(model: nn.Module) -> List[nn.Module]:
+    """roi_heads.mask_head and mask_predictor of a Mask R-CNN; [] for a Faster R-CNN."""
+    heads = model.roi_heads
+    parts = [getattr(heads, "mask_head", None), getattr(heads, "mask_predictor", None)]
+    return [p for p in parts if p is not None]
+
+
+def apply_mask_seed_recipe(model: nn.Module, seed: int, recipe: Dict[str, float]) -> nn.Module:
+    """Deterministic mask head weights that give masks of real shapes: neither empty nor full,
+    different for every detection and every class.
+
+    ``torch.manual_seed(seed)`` again, then in ``modules()`` order of mask_head and
+    mask_predictor: every norm layer identity (v2), every Conv2d and the ConvTranspose2d
+    kaiming-normal (fan_out, relu) with bias 0, and
+
+    * every 3x3 kernel of the mask head's convolutions zero-mean over its taps: the pooled
+      features carry per-channel offsets shared by all RoIs of an image (larger than the
+      variation inside one RoI), which would otherwise make whole masks empty or full;
+    * every 2x2 kernel of the deconvolution pulled towards its first tap,
+      ``w <- w[0, 0] + mask_deconv_spread * (w - w[0, 0])``: independent taps paint a period-2
+      checkerboard over the 28 x 28 mask, equal taps make it blocky;
+    * ``mask_fcn_logits`` N(0, mask_logits_std) with zero-mean rows (over the input channels:
+      the ReLU outputs share a positive mean), bias 0, so that the logits of every class are
+      centred near 0 with a spread of a few units.
+    """
+    from torchvision.ops import FrozenBatchNorm2d
+
+    norm_types = (nn.BatchNorm2d, FrozenBatchNorm2d)
+    parts = mask_parts(model)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for part in parts:
+            for m in part.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    # kaiming normal, fan_out: out channels x taps of one output position
+                    # (for the stride-2 2x2 deconvolution every output pixel sees one tap).
+                    out_channels = m.out_channels // m.groups
+                    taps = m.kernel_size[0] * m.kernel_size[1]
+                    if isinstance(m, nn.ConvTranspose2d):
+                        taps = max(1, taps // (m.stride[0] * m.stride[1]))
+                    m.weight.normal_(0.0, math.sqrt(2.0 / (out_channels * taps)))
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, norm_types):
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+                    m.running_mean.zero_()
+                    m.running_var.fill_(1.0 - m.eps)
+        head = model.roi_heads.mask_head
+        for m in head.modules():
+            if isinstance(m, nn.Conv2d) and m.kernel_size[0] * m.kernel_size[1] > 1:
+                m.weight -= m.weight.mean(dim=(2, 3), keepdim=True)
+        spread = recipe.get("mask_deconv_spread", MASK_RECIPE["mask_deconv_spread"])
+        predictor = model.roi_heads.mask_predictor
+        for m in predictor.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                first = m.weight[:, :, :1, :1].clone()
+                m.weight.copy_(first + spread * (m.weight - first))
+        logits = mask_logits_layer(predictor)
+        logits.weight.normal_(0.0, recipe.get("mask_logits_std", MASK_RECIPE["mask_logits_std"]))
+        logits.weight -= logits.weight.mean(dim=1, keepdim=True)
+        if logits.bias is not None:
+            logits.bias.zero_()
+    return model
+
+
+def mask_logits_layer(predictor: nn.Module) -> nn.Conv2d:
+    """The 1x1 convolution that gives the per-class mask logits (the predictor's last Conv2d)."""
+    convs = [m for m in predictor.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise core.ExportError("the mask predictor has no Conv2d layer")
+    return convs[-1]
 
 
 def calibration_image(model: nn.Module, seed: int, size: Tuple[int, int] = (256, 320)) -> torch.Tensor:
@@ -385,6 +478,41 @@ class BoxHead(nn.Module):
         return self.box_predictor(self.box_head(box_features))
 
 
+class MaskHead(nn.Module):
+    """model.roi_heads.mask_head, then mask_predictor: raw mask logits [R, K+1, 2P, 2P]
+    (background channel first, no sigmoid, no class selection)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.mask_head = model.roi_heads.mask_head
+        self.mask_predictor = model.roi_heads.mask_predictor
+
+    def forward(self, mask_features: torch.Tensor):
+        return self.mask_predictor(self.mask_head(mask_features))
+
+
+def has_mask(model: nn.Module) -> bool:
+    heads = model.roi_heads
+    return all(getattr(heads, k, None) is not None for k in ("mask_roi_pool", "mask_head", "mask_predictor"))
+
+
+def pooler_json(pool: nn.Module) -> Dict[str, Any]:
+    """RoIAlign + LevelMapper keys of a torchvision MultiScaleRoIAlign (BUNDLE-v1.md): its
+    output size and sampling ratio; aligned false (torchvision's roi_align default, which
+    MultiScaleRoIAlign keeps); LevelMapper's canonical scale / level and eps 1e-6 added outside
+    the log2."""
+    resolution = pool.output_size[0] if isinstance(pool.output_size, (tuple, list)) else pool.output_size
+    return {
+        "pooler_resolution": int(resolution),
+        "sampling_ratio": int(pool.sampling_ratio),
+        "aligned": False,
+        "canonical_box_size": int(getattr(pool, "canonical_scale", 224)),
+        "canonical_level": int(getattr(pool, "canonical_level", 4)),
+        "level_eps": 1e-6,
+        "level_eps_inside_log": False,
+    }
+
+
 def measure_levels(model: nn.Module, size_divisibility: int) -> Tuple[List[str], Dict[str, int], int]:
     """Feature names, strides (input size / map size, both axes) and channels of model.backbone."""
     h, w = 6 * 64, 7 * 64
@@ -406,7 +534,7 @@ def measure_levels(model: nn.Module, size_divisibility: int) -> Tuple[List[str],
 def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
                    fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
                    note: str = "") -> Dict[str, Any]:
-    """model.json for a torchvision Faster R-CNN, read from the model itself."""
+    """model.json for a torchvision Faster R-CNN or Mask R-CNN, read from the model itself."""
     import torchvision
 
     transform, rpn, heads = model.transform, model.rpn, model.roi_heads
@@ -422,13 +550,21 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
     deltas = int(heads.box_predictor.bbox_pred.out_features)
     if deltas not in (4 * (num_classes + 1), 4):
         raise core.ExportError(f"bbox_pred has {deltas} outputs, expected {4 * (num_classes + 1)}")
-    resolution = pool.output_size[0] if isinstance(pool.output_size, (tuple, list)) else pool.output_size
     score_thresh = float(rpn.score_thresh)
     gen = rpn.anchor_generator
-    return {
+    mask = has_mask(model)
+    if mask:
+        mask_pool = heads.mask_roi_pool
+        if list(mask_pool.featmap_names) != list(pool.featmap_names):
+            raise core.ExportError(f"mask_roi_pool featmap_names {mask_pool.featmap_names} differ from "
+                                   f"box_roi_pool's {pool.featmap_names} (the bundle has one set of RoI levels)")
+        mask_classes = int(mask_logits_layer(heads.mask_predictor).out_channels)
+        if mask_classes not in (num_classes + 1, 1):
+            raise core.ExportError(f"mask predictor has {mask_classes} channels, expected {num_classes + 1}")
+    model_json: Dict[str, Any] = {
         "format": core.BUNDLE_FORMAT,
         "version": core.BUNDLE_VERSION,
-        "architecture": "faster_rcnn",
+        "architecture": "mask_rcnn" if mask else "faster_rcnn",
         "conventions": "torchvision",
         "source": {
             "framework": "torchvision",
@@ -449,6 +585,7 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
                              "static_shape": core.static_shape_for(fixed_size, divisibility)},
             "box_head": {"file": "box_head.pt", "static_rois": static_rois},
         },
+        # modules.mask_head (Mask R-CNN) is added below.
         "backbone": {
             "rpn_levels": rpn_levels,
             "roi_levels": roi_levels,
@@ -478,13 +615,7 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
             "num_classes": num_classes,
             "background": "first",
             "class_agnostic_box_regression": deltas == 4,
-            "pooler_resolution": int(resolution),
-            "sampling_ratio": int(pool.sampling_ratio),
-            "aligned": False,
-            "canonical_box_size": int(getattr(pool, "canonical_scale", 224)),
-            "canonical_level": int(getattr(pool, "canonical_level", 4)),
-            "level_eps": 1e-6,
-            "level_eps_inside_log": False,
+            **pooler_json(pool),
             "box_weights": [float(v) for v in heads.box_coder.weights],
             "scale_clamp": float(heads.box_coder.bbox_xform_clip),
             "score_threshold": float(heads.score_thresh),
@@ -496,6 +627,22 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
         "postprocess": {"clip": False, "drop_empty": False},
         "classes": list(classes),
     }
+    if mask:
+        model_json["modules"]["mask_head"] = {
+            "file": "mask_head.pt",
+            "static_rois": core.mask_static_rois(static_rois, int(heads.detections_per_img))}
+        mask_json = {
+            **pooler_json(heads.mask_roi_pool),
+            "class_agnostic": mask_classes == 1,
+            # torchvision returns soft masks; its documentation thresholds them at 0.5.
+            "mask_threshold": 0.5,
+            "paste": "torchvision",
+        }
+        # Key order of BUNDLE-v1.md: mask_head right after roi_heads.
+        tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
+        model_json["mask_head"] = mask_json
+        model_json.update(tail)
+    return model_json
 
 
 def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
@@ -510,7 +657,9 @@ def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
     model = model.to(device).eval()
     backbone_rpn = BackboneRPN(model, model_json["backbone"]["roi_levels"])
     box_head = BoxHead(model)
-    specs = core.standard_specs(model_json, backbone_rpn, box_head, device=device, seed=seed)
+    mask_head = MaskHead(model) if has_mask(model) else None
+    specs = core.standard_specs(model_json, backbone_rpn, box_head, device=device, seed=seed,
+                                mask_head=mask_head)
     report = core.export_bundle(output, model_json, specs, target=target, tolerance=tolerance,
                                 freeze=freeze, channels_last=channels_last)
     return model_json, report
@@ -521,10 +670,13 @@ def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
 # --------------------------------------------------------------------------------------------
 
 DESCRIPTION = """\
-Export a torchvision Faster R-CNN to an rcnn model bundle (format v1): a directory with
-model.json, backbone_rpn.pt (backbone + RPN head) and box_head.pt (box head + predictor),
-which the C++ runtime loads. Everything between the two modules (resize, normalisation,
-anchors, proposal selection, RoIAlign, box decoding, NMS) is described in model.json with
+Export a torchvision Faster R-CNN or Mask R-CNN to an rcnn model bundle (format v1): a
+directory with model.json, backbone_rpn.pt (backbone + RPN head) and box_head.pt (box head +
+predictor), which the C++ runtime loads; a Mask R-CNN (maskrcnn_*) adds mask_head.pt (mask
+head + mask predictor: pooled detection features [R, 256, 14, 14] -> raw mask logits
+[R, K+1, 28, 28]) and architecture "mask_rcnn". Everything between the modules (resize,
+normalisation, anchors, proposal selection, RoIAlign, box decoding, NMS, the mask RoIAlign,
+class-channel sigmoid and pasting the masks into the image) is described in model.json with
 torchvision's conventions and done natively by the runtime.
 
 Nothing is downloaded: the model is built with weights=None, weights_backbone=None and then
@@ -535,15 +687,18 @@ weights:
   --weights FILE     a state_dict saved with torch.save(model.state_dict(), FILE) from the same
                      torchvision model (a dict holding it under "model" or "state_dict" works
                      too). Backbone norm layers follow torchvision's pretrained builders
-                     (FrozenBatchNorm2d for resnet50_fpn with eps 0 as in its COCO_V1 weights,
+                     (FrozenBatchNorm2d for fasterrcnn_ / maskrcnn_resnet50_fpn with eps 0 as
+                     in their COCO_V1 weights,
                      FrozenBatchNorm2d eps 1e-5 for mobilenet_v3_large_fpn, BatchNorm2d for
-                     resnet50_fpn_v2), or BatchNorm2d when the file has num_batches_tracked
+                     the _v2 models), or BatchNorm2d when the file has num_batches_tracked
                      entries; --frozen-bn-eps overrides the eps.
   --seed N           no trained weights: a deterministic re-initialisation (torch.manual_seed(N))
                      tuned to give spread-out outputs on real photos (tens of detections of
                      several classes, proposals on every RoI level the image size allows,
                      boxes of varied sizes). The detections mean nothing; the bundle exists
-                     for parity tests and benchmarks. Recipe: apply_seed_recipe() in this file.
+                     for parity tests and benchmarks. Recipe: apply_seed_recipe() in this file;
+                     a Mask R-CNN's mask head gets apply_mask_seed_recipe() (masks neither empty
+                     nor full, different for every detection).
 
 classes:
   COCO by default: torchvision's 91 categories minus "__background__" (class_id = label - 1;
@@ -552,9 +707,17 @@ classes:
   model has K + 1 outputs) and defaults to the number of names, or with --weights to the
   file's (cls_score rows - 1).
 
+masks (maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2):
+  model.json's mask_head object comes from roi_heads.mask_roi_pool (RoIAlign 14x14, sampling
+  ratio 2, not aligned, torchvision's level mapper) and mask_predictor (class-specific masks:
+  channel class_id + 1); mask_threshold 0.5 (torchvision returns soft masks and documents
+  `mask >= 0.5`); paste "torchvision" (roi_heads.paste_masks_in_image). With --static-rois
+  the mask head is traced for exactly detections_per_image rows (100 by default).
+
 examples:
   %(prog)s --model fasterrcnn_resnet50_fpn --weights frcnn_r50.pth --output bundles/r50
   %(prog)s --model fasterrcnn_resnet50_fpn --seed 0 --min-size 320 --max-size 512 --output /tmp/r50
+  %(prog)s --model maskrcnn_resnet50_fpn --weights mrcnn_r50.pth --output bundles/mask_r50
   %(prog)s --model fasterrcnn_resnet50_fpn --weights frcnn_r50.pth --fixed-size 800 800 \\
       --static-rois 1000 --target neuron --output bundles/r50_inf1
 """

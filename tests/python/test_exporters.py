@@ -17,6 +17,7 @@ TOOLS = os.path.join(ROOT, "tools")
 D2_DATA = os.path.join(ROOT, "tests", "data", "detectron2")
 sys.path.insert(0, TOOLS)
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -63,6 +64,20 @@ def r101_fpn_cfg(min_size, max_size):
                              "BBOX_REG_WEIGHTS": (10.0, 10.0, 5.0, 5.0), "CLS_AGNOSTIC_BBOX_REG": False},
         },
     }
+
+
+def mask_r101_fpn_cfg(min_size, max_size):
+    """COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml as Detectron2 v0.6 resolves it, with
+    the mask fixture's narrowing (tests/data/detectron2/FIXTURES.md: ROI_MASK_HEAD.CONV_DIM 32)."""
+    cfg = r101_fpn_cfg(min_size, max_size)
+    cfg["MODEL"]["MASK_ON"] = True
+    cfg["MODEL"]["ROI_MASK_HEAD"] = {"NAME": "MaskRCNNConvUpsampleHead", "POOLER_RESOLUTION": 14,
+                                     "POOLER_SAMPLING_RATIO": 0, "POOLER_TYPE": "ROIAlignV2", "NUM_CONV": 4,
+                                     "CONV_DIM": 32, "NORM": "", "CLS_AGNOSTIC_MASK": False}
+    return cfg
+
+
+SHARED_FIXTURES = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "detectron2")
 
 
 def coco80():
@@ -124,13 +139,45 @@ class Detectron2MappingTest(unittest.TestCase):
         with self.assertRaises(core.ExportError):
             ed2.model_json_from_cfg(r101_fpn_cfg(320, 533), config="x", classes=coco80()[:79])
 
-    def test_mask_rcnn_needs_boxes_only(self):
-        cfg = r101_fpn_cfg(320, 533)
-        cfg["MODEL"]["MASK_ON"] = True
-        with self.assertRaisesRegex(core.ExportError, "boxes-only"):
-            ed2.model_json_from_cfg(cfg, config="x", classes=coco80())
-        got = ed2.model_json_from_cfg(cfg, config="x", classes=coco80(), boxes_only=True)
-        self.assertEqual(got["architecture"], "faster_rcnn")
+    def test_mask_rcnn_fixture(self):
+        bundle = "narrow_mask_rcnn_r101_fpn_shortest_edge"
+        self.check_bundle(bundle, mask_r101_fpn_cfg(320, 533))
+        shared = os.path.join(SHARED_FIXTURES, bundle, "model.json")
+        if os.path.exists(shared):  # the committed copy is the shared fixture's, byte for byte
+            with open(shared, encoding="utf-8") as f:
+                self.assertEqual(f.read(), fixture_text(bundle))
+
+    def test_mask_rcnn_boxes_only(self):
+        """--boxes-only: the Faster R-CNN bundle of the same detector (the box fixture's model.json)."""
+        fixture = json.loads(fixture_text("narrow_r101_fpn_shortest_edge"))
+        got = ed2.model_json_from_cfg(mask_r101_fpn_cfg(320, 533), config=fixture["source"]["config"],
+                                      classes=coco80(), note=fixture["source"]["note"], boxes_only=True)
+        self.assertEqual(got, fixture)
+        self.assertNotIn("mask_head", got["modules"])
+
+    def test_mask_mapping_options(self):
+        cfg = mask_r101_fpn_cfg(320, 533)
+        cfg["MODEL"]["ROI_MASK_HEAD"].update(POOLER_TYPE="ROIAlign", POOLER_SAMPLING_RATIO=2, POOLER_RESOLUTION=7,
+                                             CLS_AGNOSTIC_MASK=True)
+        cfg["TEST"]["DETECTIONS_PER_IMAGE"] = 50
+        got = ed2.model_json_from_cfg(cfg, config="x", classes=coco80(), fixed_size=(800, 800), static_rois=1000)
+        self.assertEqual(got["architecture"], "mask_rcnn")
+        self.assertEqual(list(got)[-3:], ["mask_head", "postprocess", "classes"])
+        mask = got["mask_head"]
+        self.assertFalse(mask["aligned"])
+        self.assertEqual((mask["sampling_ratio"], mask["pooler_resolution"]), (2, 7))
+        self.assertTrue(mask["class_agnostic"])
+        self.assertEqual((mask["paste"], mask["mask_threshold"]), ("detectron2", 0.5))
+        self.assertEqual(got["modules"]["box_head"]["static_rois"], 1000)
+        self.assertEqual(got["modules"]["mask_head"], {"file": "mask_head.pt", "static_rois": 50})
+        self.assertEqual(core.mask_channels(got), 1)
+        for key, value in (("NAME", "MaskRCNNPointRendHead"), ("POOLER_TYPE", "ROIPool")):
+            bad = mask_r101_fpn_cfg(320, 533)
+            bad["MODEL"]["ROI_MASK_HEAD"][key] = value
+            with self.assertRaisesRegex(core.ExportError, "ROI_MASK_HEAD", msg=key):
+                ed2.model_json_from_cfg(bad, config="x", classes=coco80())
+            # ... which --boxes-only does not need
+            ed2.model_json_from_cfg(bad, config="x", classes=coco80(), boxes_only=True)
 
 
 class JsonFormatTest(unittest.TestCase):
@@ -429,6 +476,17 @@ class Predictor(nn.Module):
     def forward(self, x):
         return self.cls_score(x), self.bbox_pred(x)
 
+class MaskHead(nn.Module):
+    def __init__(self, ch, k):
+        super().__init__()
+        self.mask_fcn1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.deconv = nn.ConvTranspose2d(ch, ch, 2, stride=2)
+        self.predictor = nn.Conv2d(ch, k, 1)
+    def layers(self, x):
+        return self.predictor(F.relu(self.deconv(F.relu(self.mask_fcn1(x)))))
+    def forward(self, x):
+        raise RuntimeError("forward() adds mask_rcnn_inference: the exporter must trace layers()")
+
 class Holder(nn.Module):
     pass
 
@@ -446,6 +504,11 @@ class GeneralizedRCNN(nn.Module):
         self.roi_heads.box_pooler = Pooler(len(self.roi_heads.box_in_features))
         self.roi_heads.box_head = BoxHead(ch, p, 16)
         self.roi_heads.box_predictor = Predictor(16, k)
+        if cfg.MODEL.get("MASK_ON", False):
+            self.roi_heads.mask_in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+            self.roi_heads.mask_pooler = Pooler(len(self.roi_heads.mask_in_features))
+            agnostic = cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK
+            self.roi_heads.mask_head = MaskHead(ch, 1 if agnostic else k)
 
 def build_model(cfg):
     return GeneralizedRCNN(cfg)
@@ -456,33 +519,38 @@ def build_model(cfg):
 class Detectron2AdapterTest(unittest.TestCase):
     """export_detectron2.py end to end on the stand-in above."""
 
+    @staticmethod
+    def make_fake_detectron2(tmp, cfg):
+        """Write the stand-in package under tmp/fake with ``cfg`` as its defaults, and its
+        model's state_dict as tmp/w.pth."""
+        package = os.path.join(tmp, "fake", "detectron2")
+        for name, text in FAKE_D2.items():
+            path = os.path.join(package, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        with open(os.path.join(package, "config", "defaults.json"), "w") as f:
+            json.dump(cfg, f)
+        sys.path.insert(0, os.path.join(tmp, "fake"))
+        try:
+            from detectron2.modeling import build_model
+            from detectron2.config import get_cfg
+            c = get_cfg()
+            c.merge_from_file(os.path.join(package, "model_zoo", "COCO-Detection__faster_rcnn_R_101_FPN_3x.yaml.json"))
+            torch.manual_seed(0)
+            torch.save(build_model(c).state_dict(), os.path.join(tmp, "w.pth"))
+        finally:
+            sys.path.remove(os.path.join(tmp, "fake"))
+            for name in [m for m in sys.modules if m == "detectron2" or m.startswith("detectron2.")]:
+                del sys.modules[name]
+        return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(tmp, "fake"), TOOLS]))
+
     def test_export_with_fake_detectron2(self):
         with tempfile.TemporaryDirectory() as tmp:
-            package = os.path.join(tmp, "fake", "detectron2")
-            for name, text in FAKE_D2.items():
-                path = os.path.join(package, name)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "w") as f:
-                    f.write(text)
             cfg = r101_fpn_cfg(800, 1333)
             cfg["MODEL"]["ROI_HEADS"]["NUM_CLASSES"] = 5
-            with open(os.path.join(package, "config", "defaults.json"), "w") as f:
-                json.dump(cfg, f)
-            sys.path.insert(0, os.path.join(tmp, "fake"))
-            try:
-                from detectron2.modeling import build_model
-                from detectron2.config import get_cfg
-                c = get_cfg()
-                c.merge_from_file(os.path.join(package, "model_zoo",
-                                               "COCO-Detection__faster_rcnn_R_101_FPN_3x.yaml.json"))
-                torch.manual_seed(0)
-                torch.save(build_model(c).state_dict(), os.path.join(tmp, "w.pth"))
-            finally:
-                sys.path.remove(os.path.join(tmp, "fake"))
-                for name in [m for m in sys.modules if m == "detectron2" or m.startswith("detectron2.")]:
-                    del sys.modules[name]
+            env = self.make_fake_detectron2(tmp, cfg)
             out = os.path.join(tmp, "bundle")
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(tmp, "fake"), TOOLS]))
             result = subprocess.run(
                 [sys.executable, os.path.join(TOOLS, "export_detectron2.py"), "--config",
                  "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", "--opts", "INPUT.MIN_SIZE_TEST", "64",
@@ -514,6 +582,44 @@ class Detectron2AdapterTest(unittest.TestCase):
             self.assertEqual(code, 1)
             self.assertIn("model zoo", err)
 
+    def test_export_mask_with_fake_detectron2(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = mask_r101_fpn_cfg(800, 1333)
+            cfg["MODEL"]["ROI_HEADS"]["NUM_CLASSES"] = 5
+            env = self.make_fake_detectron2(tmp, cfg)
+            for extra, rows in (([], None), (["--static-rois", "40"], 100)):
+                out = os.path.join(tmp, f"bundle{len(extra)}")
+                result = subprocess.run(
+                    [sys.executable, os.path.join(TOOLS, "export_detectron2.py"), "--config",
+                     "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", "--opts", "INPUT.MIN_SIZE_TEST", "64",
+                     "INPUT.MAX_SIZE_TEST", "100", "--weights", os.path.join(tmp, "w.pth"), "--output", out, *extra],
+                    capture_output=True, text=True, env=env, timeout=120)
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertIn("mask_head: traced vs eager", result.stderr)
+                with open(os.path.join(out, "model.json")) as f:
+                    mj = json.load(f)
+                self.assertEqual(mj["architecture"], "mask_rcnn")
+                self.assertEqual(mj["mask_head"]["paste"], "detectron2")
+                entry = mj["modules"]["mask_head"]
+                self.assertEqual(entry["static_rois"], rows)
+                self.assertEqual(entry["sha256"], core.sha256_file(os.path.join(out, "mask_head.pt")))
+                module = torch.jit.load(os.path.join(out, "mask_head.pt"))
+                r = rows or 3
+                self.assertEqual(list(module(torch.zeros(r, 8, 14, 14)).shape), [r, 5, 28, 28])
+
+            out = os.path.join(tmp, "boxes")
+            result = subprocess.run(
+                [sys.executable, os.path.join(TOOLS, "export_detectron2.py"), "--config",
+                 "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", "--opts", "INPUT.MIN_SIZE_TEST", "64",
+                 "INPUT.MAX_SIZE_TEST", "100", "--weights", os.path.join(tmp, "w.pth"), "--output", out,
+                 "--boxes-only"], capture_output=True, text=True, env=env, timeout=120)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            with open(os.path.join(out, "model.json")) as f:
+                mj = json.load(f)
+            self.assertEqual(mj["architecture"], "faster_rcnn")
+            self.assertNotIn("mask_head", mj)
+            self.assertFalse(os.path.exists(os.path.join(out, "mask_head.pt")))
+
 
 class TorchvisionModelJsonTest(unittest.TestCase):
     def test_resnet50_fpn(self):
@@ -542,6 +648,117 @@ class TorchvisionModelJsonTest(unittest.TestCase):
         self.assertEqual(mj["input"]["resize"], {"mode": "shortest_edge", "min_size": 800, "max_size": 1333})
         with self.assertRaises(core.ExportError):
             etv.model_json_for(model, "x", ["a"])
+
+    def test_maskrcnn_resnet50_fpn(self):
+        model = etv.build_model("maskrcnn_resnet50_fpn", num_classes=91, min_size=320, max_size=512)
+        mj = etv.model_json_for(model, "maskrcnn_resnet50_fpn", etv.coco_categories()[1:], static_rois=1000)
+        self.assertEqual(mj["architecture"], "mask_rcnn")
+        self.assertEqual(mj["mask_head"], {
+            "pooler_resolution": 14, "sampling_ratio": 2, "aligned": False, "canonical_box_size": 224,
+            "canonical_level": 4, "level_eps": 1e-6, "level_eps_inside_log": False, "class_agnostic": False,
+            "mask_threshold": 0.5, "paste": "torchvision"})
+        self.assertEqual(mj["modules"]["box_head"]["static_rois"], 1000)
+        # The mask head sees the final detections: at most detections_per_image rows.
+        self.assertEqual(mj["modules"]["mask_head"], {"file": "mask_head.pt", "static_rois": 100})
+        self.assertEqual(core.mask_channels(mj), 91)
+        # Same keys, in the same order, as the Detectron2 Mask R-CNN fixture.
+        self.assertEqual(list(mj), list(json.loads(fixture_text("narrow_mask_rcnn_r101_fpn_shortest_edge"))))
+        box = etv.model_json_for(etv.build_model("fasterrcnn_resnet50_fpn", min_size=320, max_size=512),
+                                 "fasterrcnn_resnet50_fpn", etv.coco_categories()[1:])
+        plain = etv.model_json_for(model, "fasterrcnn_resnet50_fpn", etv.coco_categories()[1:])
+        for key in ("input", "backbone", "anchors", "rpn", "roi_heads", "postprocess", "classes"):
+            self.assertEqual(plain[key], box[key], key)
+
+
+PHOTO = "/usr/share/doc/opencv-doc/examples/data/fruits.jpg"
+
+
+class TorchvisionMaskExportTest(unittest.TestCase):
+    """export_torchvision.py --model maskrcnn_resnet50_fpn --seed 0 at a small size (160/224)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.out = os.path.join(cls.tmp.name, "mask_r50")
+        cls.code, cls.err = run_main(etv.main, "--model", "maskrcnn_resnet50_fpn", "--seed", "0", "--min-size", "160",
+                                     "--max-size", "224", "--output", cls.out)
+        cls.model = etv.build_model("maskrcnn_resnet50_fpn", num_classes=91, min_size=160, max_size=224)
+        etv.apply_seed_recipe(cls.model, 0, name="maskrcnn_resnet50_fpn")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        self.assertEqual(self.code, 0, self.err)
+
+    def test_model_json(self):
+        with open(os.path.join(self.out, "model.json"), encoding="utf-8") as f:
+            text = f.read()
+        mj = json.loads(text)
+        self.assertEqual(text, core.format_json(mj) + "\n")
+        self.assertEqual(mj["architecture"], "mask_rcnn")
+        self.assertEqual(mj["mask_head"]["paste"], "torchvision")
+        self.assertEqual(mj["input"]["resize"], {"mode": "shortest_edge", "min_size": 160, "max_size": 224})
+        self.assertEqual(sorted(mj["modules"]), ["backbone_rpn", "box_head", "mask_head"])
+        for entry in mj["modules"].values():
+            self.assertEqual(entry["sha256"], core.sha256_file(os.path.join(self.out, entry["file"])))
+        self.assertIsNone(mj["modules"]["mask_head"]["static_rois"])
+        self.assertIn("mask_head: traced vs eager", self.err)
+        expected = etv.model_json_for(self.model, "maskrcnn_resnet50_fpn", etv.coco_categories()[1:],
+                                      note=mj["source"]["note"])
+        for entry in mj["modules"].values():
+            del entry["sha256"]
+        self.assertEqual(mj, expected)
+
+    def test_mask_head_module_equals_eager(self):
+        module = torch.jit.load(os.path.join(self.out, "mask_head.pt"))
+        eager = etv.MaskHead(self.model).eval()
+        image = core.example_image({"input": {"pixel_mean": [0.485, 0.456, 0.406], "pixel_std": [0.229, 0.224, 0.225],
+                                              "pixel_scale": 1 / 255.0}}, (1, 3, 160, 224), 5, pad=False,
+                                   device=torch.device("cpu"))
+        with torch.no_grad():
+            features = self.model.backbone(image)
+            boxes = torch.tensor([[10.0, 12.0, 90.0, 100.0], [0.0, 0.0, 224.0, 160.0], [50.5, 60.25, 58.0, 70.0],
+                                  [100.0, 20.0, 220.0, 60.0]])
+            pooled = self.model.roi_heads.mask_roi_pool(features, [boxes], [(160, 224)])
+            want = eager(pooled)
+            got = module(pooled)
+        self.assertEqual(list(got.shape), [4, 91, 28, 28])
+        self.assertLessEqual(float((got - want).abs().max()), 1e-5 * max(1.0, float(want.abs().max())))
+
+    def test_seed_recipe(self):
+        """Non-mask weights are the Faster R-CNN's of the same seed; masks are real shapes."""
+        box_model = etv.build_model("fasterrcnn_resnet50_fpn", num_classes=91)
+        etv.apply_seed_recipe(box_model, 0, name="fasterrcnn_resnet50_fpn")
+        box_state, state = box_model.state_dict(), self.model.state_dict()
+        self.assertTrue(all(torch.equal(box_state[k], state[k]) for k in box_state))
+        mask_keys = [k for k in state if k not in box_state]
+        self.assertTrue(mask_keys and all(".mask_" in k for k in mask_keys), mask_keys[:3])
+        if not os.path.exists(PHOTO):
+            self.skipTest("no opencv-doc photos")
+        from PIL import Image
+
+        with Image.open(PHOTO) as im:
+            rgb = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
+        with torch.no_grad():
+            out = self.model([rgb.permute(2, 0, 1).contiguous().float() / 255.0])[0]
+        masks = out["masks"][:, 0] >= 0.5
+        boxes = out["boxes"]
+        self.assertGreaterEqual(len(masks), 5)
+        pixels = masks.flatten(1).sum(1).float()
+        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0)
+        coverage = pixels / area
+        # neither empty nor full: a mask fills part of its box (the torchvision paste reaches
+        # a little beyond the box, so a full mask would be ~1.1)
+        self.assertGreater(float(coverage.min()), 0.05)
+        self.assertLess(float(coverage.max()), 0.95)
+        # different for every detection
+        m = masks.flatten(1).float()
+        inter = m @ m.T
+        union = pixels[:, None] + pixels[None, :] - inter
+        iou = (inter / union.clamp(min=1)).triu(1)
+        self.assertLess(float(iou.max()), 0.95)
 
 
 if __name__ == "__main__":

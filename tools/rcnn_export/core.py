@@ -1,7 +1,7 @@
 """Framework-neutral half of the rcnn bundle exporters (model bundle format v1).
 
-A bundle is a directory with ``model.json``, ``backbone_rpn.pt`` and ``box_head.pt``
-(BUNDLE-v1.md). A framework adapter (torchvision, Detectron2) builds two small eager
+A bundle is a directory with ``model.json``, ``backbone_rpn.pt`` and ``box_head.pt``, plus
+``mask_head.pt`` for a Mask R-CNN (BUNDLE-v1.md). A framework adapter (torchvision, Detectron2) builds two small eager
 wrapper modules and the ``model.json`` dictionary; this module does the rest:
 
 * ``trace_module``: ``torch.jit.trace(strict=False)`` (the backbone returns lists), or
@@ -14,8 +14,9 @@ wrapper modules and the ``model.json`` dictionary; this module does the rest:
 * ``write_model_json``: the exact layout of the reference bundles (objects one key per
   line, arrays on one line), with an optional ``sha256`` key in each ``modules`` entry.
 
-Adding a module later (Mask R-CNN's ``mask_head.pt``) means adding one more
-``ModuleSpec`` to the list given to ``export_bundle``.
+A Mask R-CNN adds one more ``ModuleSpec`` (``mask_head``: pooled detection features
+``[R, C, P, P]`` -> raw mask logits ``[R, Km, 2P, 2P]``) to the list given to ``export_bundle``;
+``standard_specs`` builds it when it is given the mask head wrapper.
 """
 from __future__ import annotations
 
@@ -117,7 +118,9 @@ bundle options:
                      the backbone is traced at exactly [1, 3, H', W'] (H, W rounded up to the
                      size divisibility) and model.json records it as static_shape.
   --static-rois R    trace the box head for exactly R rows (static_rois); the runtime pads
-                     the proposals with zero boxes to R and ignores the padded rows.
+                     the proposals with zero boxes to R and ignores the padded rows. A Mask
+                     R-CNN's mask head is traced for exactly detections_per_image rows (the
+                     most detections an image can have; its modules.mask_head.static_rois).
   --target T         cpu (default): plain TorchScript, runs anywhere LibTorch runs.
                      cuda: traced on the GPU (the modules hold CUDA tensors; load them on a
                      CUDA device). neuron: compiled with torch_neuron.trace for AWS Inferentia
@@ -222,6 +225,13 @@ def static_shape_for(fixed_size: Optional[Sequence[int]], size_divisibility: int
     return [1, 3, round_up(h, size_divisibility), round_up(w, size_divisibility)]
 
 
+def mask_static_rois(static_rois: Optional[int], detections_per_image: int) -> Optional[int]:
+    """``modules.mask_head.static_rois`` for ``--static-rois``: the mask head sees the final
+    detections, at most ``detections_per_image`` of them, so it is traced for exactly that many
+    rows (the box head's R, typically 1000 proposals, would run the mask head on padding)."""
+    return None if static_rois is None else int(detections_per_image)
+
+
 def resize_json(fixed_size: Optional[Sequence[int]], min_size: int, max_size: int) -> Dict[str, Any]:
     if fixed_size is not None:
         return {"mode": "fixed", "height": int(fixed_size[0]), "width": int(fixed_size[1])}
@@ -323,6 +333,34 @@ def validate_box_head(named: NamedTensors, model_json: Dict[str, Any], rois: int
         errors.append(f"box_deltas is {list(deltas.shape)}, expected [{rois}, {width}]")
     if errors:
         raise ExportError("box_head outputs do not match model.json:\n  " + "\n  ".join(errors))
+
+
+def flatten_mask_head(output: Any) -> NamedTensors:
+    if isinstance(output, (tuple, list)):
+        if len(output) != 1:
+            raise ExportError("mask_head must return one tensor, the raw mask logits [R, Km, M, M]")
+        output = output[0]
+    if not isinstance(output, Tensor):
+        raise ExportError(f"mask_head must return a tensor, got {type(output).__name__}")
+    return [("mask_logits", output)]
+
+
+def mask_channels(model_json: Dict[str, Any]) -> int:
+    """Km of BUNDLE-v1.md: 1 when class-agnostic, else K (background last) or K + 1 (first)."""
+    if model_json["mask_head"]["class_agnostic"]:
+        return 1
+    k = model_json["roi_heads"]["num_classes"]
+    return k + 1 if model_json["roi_heads"]["background"] == "first" else k
+
+
+def validate_mask_head(named: NamedTensors, model_json: Dict[str, Any], rois: int) -> None:
+    """The raw logits are [R, Km, 2P, 2P] (P = mask_head.pooler_resolution)."""
+    logits = named[0][1]
+    m = 2 * int(model_json["mask_head"]["pooler_resolution"])
+    want = [rois, mask_channels(model_json), m, m]
+    if list(logits.shape) != want:
+        raise ExportError(f"mask_head outputs do not match model.json: mask_logits is {list(logits.shape)}, "
+                          f"expected {want} ([R, Km, 2P, 2P])")
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,11 +596,14 @@ def export_bundle(output_dir: str, model_json: Dict[str, Any], specs: Sequence[M
 
 def standard_specs(model_json: Dict[str, Any], backbone_rpn: nn.Module, box_head: nn.Module, *,
                    device: torch.device, backbone_shapes: Optional[Sequence[Sequence[int]]] = None,
-                   box_rows: Optional[Sequence[int]] = None, seed: int = 0) -> List[ModuleSpec]:
-    """The two modules of a Faster R-CNN bundle, with example inputs made from model.json:
-    photo-like normalised images for the backbone (the tracing shape, then another one unless
-    static), and RoIAlign-pooled random boxes on those features for the box head (``static_rois``
-    rows with zero padding rows, or 64 then 37 rows)."""
+                   box_rows: Optional[Sequence[int]] = None, seed: int = 0,
+                   mask_head: Optional[nn.Module] = None,
+                   mask_rows: Optional[Sequence[int]] = None) -> List[ModuleSpec]:
+    """The modules of a Faster R-CNN bundle (and, given ``mask_head``, of a Mask R-CNN), with
+    example inputs made from model.json: photo-like normalised images for the backbone (the
+    tracing shape, then another one unless static), and RoIAlign-pooled random boxes on those
+    features for the box head (``static_rois`` rows with zero padding rows, or 64 then 37 rows)
+    and the mask head (pooled as ``mask_head`` says: its ``static_rois`` rows, or 29 then 6)."""
     backbone = model_json["backbone"]
     heads = model_json["roi_heads"]
     static_shape = model_json["modules"]["backbone_rpn"]["static_shape"]
@@ -572,20 +613,38 @@ def standard_specs(model_json: Dict[str, Any], backbone_rpn: nn.Module, box_head
               for i, s in enumerate(shapes)]
     backbone_rpn = backbone_rpn.eval().to(device)
     box_head = box_head.eval().to(device)
+    if mask_head is not None:
+        if "mask_head" not in model_json or "mask_head" not in model_json["modules"]:
+            raise ExportError("a mask head module needs the mask_head and modules.mask_head entries in model.json")
+        mask_head = mask_head.eval().to(device)
+        mask_static = model_json["modules"]["mask_head"]["static_rois"]
+        if mask_rows is None:
+            mask_rows = [mask_static, mask_static] if mask_static else [29, 6]
 
     if box_rows is None:
         box_rows = [static_rois, static_rois] if static_rois else [64, 37]
     level = backbone["roi_levels"][0]
     stride = int(backbone["strides"][level])
-    box_inputs = []
+    box_inputs: List[Tensor] = []
+    mask_inputs: List[Tensor] = []
     with torch.no_grad():
-        for i, rows in enumerate(box_rows):
+        maps = []
+        for i in range(max(len(box_rows), len(mask_rows or []))):
             image = images[min(i, len(images) - 1)]
             named = dict(flatten_backbone_rpn(backbone_rpn(image), backbone["rpn_levels"], backbone["roi_levels"]))
+            maps.append((named[f"features_{level}"], tuple(image.shape[-2:])))
+        for i, rows in enumerate(box_rows):
             real = rows if not static_rois else max(1, (rows * (3 + i)) // 5)
             box_inputs.append(example_box_features(
-                named[f"features_{level}"], stride, tuple(image.shape[-2:]), rows, real,
+                maps[i][0], stride, maps[i][1], rows, real,
                 heads["pooler_resolution"], heads["sampling_ratio"], heads["aligned"], seed + 100 + i))
+        if mask_head is not None:
+            pool = model_json["mask_head"]
+            for i, rows in enumerate(mask_rows):
+                real = rows if not mask_static else max(1, (rows * (3 + i)) // 5)
+                mask_inputs.append(example_box_features(
+                    maps[i][0], stride, maps[i][1], rows, real,
+                    pool["pooler_resolution"], pool["sampling_ratio"], pool["aligned"], seed + 200 + i))
 
     def validate_backbone(named: NamedTensors, x: Tensor) -> None:
         validate_backbone_rpn(named, model_json, x)
@@ -593,9 +652,15 @@ def standard_specs(model_json: Dict[str, Any], backbone_rpn: nn.Module, box_head
     def validate_box(named: NamedTensors, x: Tensor) -> None:
         validate_box_head(named, model_json, x.shape[0])
 
-    return [
+    def validate_mask(named: NamedTensors, x: Tensor) -> None:
+        validate_mask_head(named, model_json, x.shape[0])
+
+    specs = [
         ModuleSpec("backbone_rpn", backbone_rpn, images,
                    lambda out: flatten_backbone_rpn(out, backbone["rpn_levels"], backbone["roi_levels"]),
                    validate_backbone),
         ModuleSpec("box_head", box_head, box_inputs, flatten_box_head, validate_box),
     ]
+    if mask_head is not None:
+        specs.append(ModuleSpec("mask_head", mask_head, mask_inputs, flatten_mask_head, validate_mask))
+    return specs

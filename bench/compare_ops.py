@@ -14,8 +14,8 @@ pasting, measured in one run.
 Both sides report the median of ``--repetitions`` repetitions of the mean wall time per call.
 The machine (CPU model, load average before and after, BLAS) is printed with the table;
 ``--markdown`` prints the table as Markdown (for docs/performance.md), ``--json FILE`` keeps
-all raw numbers. Usage: ``make bench-ops`` or
-``/usr/bin/python3 bench/compare_ops.py --build build``.
+all raw numbers, ``--paste-only`` runs the mask paste comparison alone. Usage:
+``make bench-ops`` or ``/usr/bin/python3 bench/compare_ops.py --build build``.
 """
 from __future__ import annotations
 
@@ -105,6 +105,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per repetition")
     parser.add_argument("--filter", default="", help="regex passed to --benchmark_filter (rcnn side)")
+    parser.add_argument("--paste-only", action="store_true",
+                        help="only the mask paste table (rcnn filter 'Paste', no torchvision_ops.py)")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE")
     args = parser.parse_args(argv)
@@ -116,11 +118,14 @@ def main(argv: List[str]) -> int:
     before = machine_info()
     with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as inputs:
         subprocess.run([binary, "--dump-inputs", inputs], check=True, stdout=subprocess.DEVNULL)
-        print("timing torchvision ops ...", file=sys.stderr)
-        tv_out = subprocess.run([sys.executable, os.path.join(HERE, "torchvision_ops.py"), "--inputs", inputs,
-                                 "--repetitions", str(args.repetitions), "--min-time", str(args.min_time)],
-                                check=True, stdout=subprocess.PIPE, text=True).stdout
-        tv = json.loads(tv_out)
+        if args.paste_only:
+            args.filter = args.filter or "Paste"
+        else:
+            print("timing torchvision ops ...", file=sys.stderr)
+            tv_out = subprocess.run([sys.executable, os.path.join(HERE, "torchvision_ops.py"), "--inputs", inputs,
+                                     "--repetitions", str(args.repetitions), "--min-time", str(args.min_time)],
+                                    check=True, stdout=subprocess.PIPE, text=True).stdout
+            tv = json.loads(tv_out)
         print("timing the frameworks' mask pasting ...", file=sys.stderr)
         pp = subprocess.run([sys.executable, os.path.join(HERE, "python_paste.py"), "--inputs", inputs,
                              "--repetitions", str(args.repetitions), "--min-time", str(args.min_time)],
@@ -132,6 +137,8 @@ def main(argv: List[str]) -> int:
         rc = run_rcnn(binary, args.repetitions, args.min_time, args.filter)
     after = machine_info()
 
+    if args.paste_only:
+        tv = {k: py[k] for k in ("torch", "torchvision", "parallel")} | {"ops": {}}
     tv_ms = {k: v["ms"] for k, v in tv["ops"].items()}
     rows = []
     for label, size, threads, ours, theirs, ref in PAIRS:
@@ -180,9 +187,11 @@ def main(argv: List[str]) -> int:
     print(f"torch {tv['torch']}, torchvision {tv['torchvision']} ({tv['parallel']}); "
           f"{platform.python_implementation()} {platform.python_version()}")
     print(f"times: median of {args.repetitions} repetitions of the mean wall time per call\n")
-    show(header, table)
+    if not args.paste_only:
+        show(header, table)
     show(paste_header, paste_table)
-    show(stage_header, stage_table)
+    if not args.paste_only:
+        show(stage_header, stage_table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine_before": before, "machine_after": after, "pairs": rows, "paste": paste_rows,

@@ -425,14 +425,15 @@ TEST_CASE("numbers: random logits and deltas keep every stage contract") {
 
 namespace {
 
-rcnn::ModelConfig fixture_config() {
-  const fs::path p =
-      fs::path(RCNN_TEST_DATA_DIR) / "detectron2" / "narrow_r101_fpn_shortest_edge" / "model.json";
+/// A fixture bundle's model.json (default: the Faster R-CNN one), as if read from `dir`.
+rcnn::ModelConfig fixture_config(const char* bundle = "narrow_r101_fpn_shortest_edge",
+                                 const char* dir = "/bundles/narrow") {
+  const fs::path p = fs::path(RCNN_TEST_DATA_DIR) / "detectron2" / bundle / "model.json";
   std::ifstream in(p);
   std::stringstream text;
   text << in.rdbuf();
   rcnn::ModelConfig cfg = rcnn::parse_model_json(text.str(), p.string());
-  cfg.bundle_dir = "/bundles/narrow";
+  cfg.bundle_dir = dir;
   return cfg;
 }
 
@@ -645,14 +646,7 @@ TEST_CASE("detector (fake executor): a batch of equal-size images equals one ima
 namespace {
 
 rcnn::ModelConfig mask_fixture_config() {
-  const fs::path p = fs::path(RCNN_TEST_DATA_DIR) / "detectron2" /
-                     "narrow_mask_rcnn_r101_fpn_shortest_edge" / "model.json";
-  std::ifstream in(p);
-  std::stringstream text;
-  text << in.rdbuf();
-  rcnn::ModelConfig cfg = rcnn::parse_model_json(text.str(), p.string());
-  cfg.bundle_dir = "/bundles/mask";
-  return cfg;
+  return fixture_config("narrow_mask_rcnn_r101_fpn_shortest_edge", "/bundles/mask");
 }
 
 }  // namespace

@@ -143,14 +143,7 @@ class TorchModulesExec {
  public:
   void run_backbone_rpn(const TensorView& images, BackboneOutputs& out) {
     TorchRunScope scope(intra_op_threads_);
-    at::Tensor input = torch_guarded(backbone_file_, [&] { return to_device(from_view(images)); });
-    c10::IValue result;
-    try {
-      result = backbone_.forward({input});
-    } catch (const std::exception& e) {
-      fail(backbone_file_ + ": forward failed on input " + shape_string(input) + ": " +
-           torch_error_summary(e.what()));
-    }
+    const c10::IValue result = forward(backbone_, backbone_file_, images);
     if (!result.isTuple() || result.toTupleRef().elements().size() != 3)
       fail(backbone_file_ +
            ": expected forward() to return a tuple of 3 lists (objectness, deltas, "
@@ -167,14 +160,7 @@ class TorchModulesExec {
 
   void run_box_head(const TensorView& rois, BoxHeadOutputs& out) {
     TorchRunScope scope(intra_op_threads_);
-    at::Tensor input = torch_guarded(box_head_file_, [&] { return to_device(from_view(rois)); });
-    c10::IValue result;
-    try {
-      result = box_head_.forward({input});
-    } catch (const std::exception& e) {
-      fail(box_head_file_ + ": forward failed on input " + shape_string(input) + ": " +
-           torch_error_summary(e.what()));
-    }
+    const c10::IValue result = forward(box_head_, box_head_file_, rois);
     if (!result.isTuple() || result.toTupleRef().elements().size() != 2)
       fail(box_head_file_ +
            ": expected forward() to return a tuple (class_logits, box_deltas), got " +
@@ -196,14 +182,7 @@ class TorchModulesExec {
       fail("run_mask_head: the bundle has no mask head (model.json architecture is not "
            "\"mask_rcnn\")");
     TorchRunScope scope(intra_op_threads_);
-    at::Tensor input = torch_guarded(mask_head_file_, [&] { return to_device(from_view(rois)); });
-    c10::IValue result;
-    try {
-      result = mask_head_.forward({input});
-    } catch (const std::exception& e) {
-      fail(mask_head_file_ + ": forward failed on input " + shape_string(input) + ": " +
-           torch_error_summary(e.what()));
-    }
+    const c10::IValue result = forward(mask_head_, mask_head_file_, rois);
     torch_guarded(mask_head_file_,
                   [&] { held_mask_ = checked(result, "mask logits", mask_head_file_, 4); });
     out.logits = view_of(held_mask_);
@@ -240,6 +219,18 @@ class TorchModulesExec {
   }
 
   void set_threads(int n) { intra_op_threads_ = n; }
+
+  /// `module.forward(input)` on `device()`; a LibTorch failure becomes one rcnn::Error naming
+  /// `file` and the input shape. Call inside a TorchRunScope.
+  c10::IValue forward(torch::jit::Module& module, const std::string& file, const TensorView& in) {
+    at::Tensor input = torch_guarded(file, [&] { return to_device(from_view(in)); });
+    try {
+      return module.forward({input});
+    } catch (const std::exception& e) {
+      fail(file + ": forward failed on input " + shape_string(input) + ": " +
+           torch_error_summary(e.what()));
+    }
+  }
 
   at::Tensor from_view(const TensorView& v) const {
     // The executor never writes into its input; from_blob needs a non-const pointer.

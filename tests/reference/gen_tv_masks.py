@@ -302,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if meta["num_detections"] < gtv.MIN_DETECTIONS or meta["empty_masks"]:
                 problems.append(f"{spec['name']}/{photo}: {meta['num_detections']} detections, "
                                 f"{meta['empty_masks']} empty masks")
-            if cov["min"] <= 0.02 or cov["max"] >= 1.2 or ious["max"] >= 0.95:
-                problems.append(f"{spec['name']}/{photo}: degenerate masks (coverage {cov}, 28x28 IoU {ious})")
+            # Degenerate: a 28 x 28 mask (nearly) empty or full, or two detections' masks alike.
+            frac = meta["mask_fraction_28x28"] or {"min": 0.0, "max": 1.0}
+            if frac["min"] < 0.01 or frac["max"] > 0.99 or ious["max"] >= 0.98:
+                problems.append(f"{spec['name']}/{photo}: degenerate masks (28x28 fraction set {frac}, "
+                                f"28x28 IoU {ious})")
         index["bundles"][spec["name"]] = {
             "model": spec["model"], "seed": spec["seed"], "min_size": spec["min_size"],
             "max_size": spec["max_size"], "cases": list(spec["photos"]),

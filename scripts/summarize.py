@@ -1,25 +1,35 @@
 #!/usr/bin/env python3
 """Print a short table of rcnn-detect's JSON results: detections and per-stage timing."""
+import argparse
 import json
 import sys
+from collections import Counter
 
 
 def main() -> int:
-    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
-        print("usage: summarize.py RESULTS.json  (the --output file of rcnn-detect)")
-        return 0 if len(sys.argv) == 2 else 2
-    with open(sys.argv[1]) as f:
+    p = argparse.ArgumentParser(prog="summarize.py", description=__doc__)
+    p.add_argument("results", metavar="RESULTS.json", help="the --output file of rcnn-detect")
+    p.add_argument("--top", type=int, default=10, metavar="N",
+                   help="detections listed per image, highest score first (default 10)")
+    args = p.parse_args()
+    with open(args.results) as f:
         results = json.load(f)
     for r in results:
         dets = r["detections"]
-        print(f"\n{r['image']}  ({r['width']}x{r['height']}): {len(dets)} detections")
-        print(f"  {'class':<16} {'score':>6}  box [x1, y1, x2, y2]")
-        for d in dets[:10]:
+        counts = Counter(d["class_name"] for d in dets)
+        per_class = ", ".join(f"{n} {name}" for name, n in counts.most_common())
+        print(f"\n{r['image']}  ({r['width']}x{r['height']}): {len(dets)} detections"
+              + (f" ({per_class})" if per_class else ""))
+        if dets and args.top > 0:
+            print(f"  {'class':<16} {'score':>6}  box [x1, y1, x2, y2]")
+        for d in dets[:args.top]:
             box = ", ".join(f"{v:7.1f}" for v in d["box"])
             print(f"  {d['class_name']:<16} {d['score']:6.3f}  [{box}]")
-        if len(dets) > 10:
-            print(f"  ... {len(dets) - 10} more")
-        t = r["timing_ms"]
+        if len(dets) > args.top:
+            print(f"  ... {len(dets) - args.top} more")
+        # the mask stages of a box-only model are always 0: leave them out
+        masks = any("segmentation" in d for d in dets)
+        t = {k: v for k, v in r["timing_ms"].items() if masks or not k.startswith("mask_")}
         print("  timing (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     return 0
 

@@ -90,9 +90,10 @@ fuzz-smoke: deps
 # Benchmarks (bench/README.md; latest numbers in docs/performance.md). Not part of `make test`.
 BENCH_IMAGE ?= tests/data/detectron2/narrow_r101_fpn_fixed800/cases/messi5/image.jpg
 BENCH_TV_BUNDLE ?= $(BUILD)/tv_r50
+BENCH_TV_FROZEN ?= $(BUILD)/tv_r50_frozen
 .PHONY: bench-ops bench-e2e
 
-# rcnn's stages vs torchvision's CPU ops (roi_align, nms, batched_nms) on the same inputs.
+# rcnn's stages vs torchvision's CPU ops (roi_align, nms, batched_nms, mask pasting) on the same inputs.
 bench-ops: configure
 	@cmake --build $(BUILD) -j $(JOBS) --target rcnn-bench-stages
 	$(PYTHON) bench/compare_ops.py --build $(BUILD)
@@ -100,7 +101,13 @@ bench-ops: configure
 $(BENCH_TV_BUNDLE)/model.json:
 	$(PYTHON) tools/export_torchvision.py --model fasterrcnn_resnet50_fpn --seed 0 --output $(BENCH_TV_BUNDLE)
 
-# torchvision eager vs the partitioned Python pipeline vs rcnn-detect, 1 and $(JOBS) threads.
-bench-e2e: build $(BENCH_TV_BUNDLE)/model.json
+$(BENCH_TV_FROZEN)/model.json:
+	$(PYTHON) tools/export_torchvision.py --model fasterrcnn_resnet50_fpn --seed 0 --freeze --output $(BENCH_TV_FROZEN)
+
+# torchvision eager vs the partitioned Python pipeline vs rcnn-detect, 1 and $(JOBS) threads:
+# the exact-parity traced bundle, then the same weights exported with --freeze.
+bench-e2e: build $(BENCH_TV_BUNDLE)/model.json $(BENCH_TV_FROZEN)/model.json
 	$(PYTHON) bench/end_to_end.py --bundle $(BENCH_TV_BUNDLE) --seed 0 --build $(BUILD) \
+	  --image $(BENCH_IMAGE) --threads 1,$(JOBS)
+	$(PYTHON) bench/end_to_end.py --bundle $(BENCH_TV_FROZEN) --seed 0 --build $(BUILD) \
 	  --image $(BENCH_IMAGE) --threads 1,$(JOBS)

@@ -107,18 +107,27 @@ def exports_masks(cfg: Mapping[str, Any], boxes_only: bool = False) -> bool:
     return bool(cfg_get(cfg, "MODEL.MASK_ON", False)) and not boxes_only
 
 
+def pooler_json(cfg: Mapping[str, Any], head: str) -> Dict[str, Any]:
+    """The pooler keys of ``roi_heads`` / ``mask_head`` from MODEL.<head> (ROI_BOX_HEAD or
+    ROI_MASK_HEAD): resolution, sampling ratio, ROIAlignV2 = aligned, and Detectron2's ROIPooler
+    level mapping (canonical 224 / level 4, eps 1e-8 inside the log2)."""
+    return {
+        "pooler_resolution": int(cfg_get(cfg, f"MODEL.{head}.POOLER_RESOLUTION")),
+        "sampling_ratio": int(cfg_get(cfg, f"MODEL.{head}.POOLER_SAMPLING_RATIO")),
+        "aligned": cfg_get(cfg, f"MODEL.{head}.POOLER_TYPE") == "ROIAlignV2",
+        "canonical_box_size": CANONICAL_BOX_SIZE,
+        "canonical_level": CANONICAL_LEVEL,
+        "level_eps": LEVEL_EPS,
+        "level_eps_inside_log": True,
+    }
+
+
 def mask_head_json(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     """The ``mask_head`` object of a Mask R-CNN bundle from ROI_MASK_HEAD: Detectron2's
     ROIPooler (canonical 224 / level 4, eps 1e-8 inside the log2, like the box pooler),
     CLS_AGNOSTIC_MASK, the 0.5 threshold of detector_postprocess, and its own paste."""
     return {
-        "pooler_resolution": int(cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION")),
-        "sampling_ratio": int(cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO")),
-        "aligned": cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_TYPE") == "ROIAlignV2",
-        "canonical_box_size": CANONICAL_BOX_SIZE,
-        "canonical_level": CANONICAL_LEVEL,
-        "level_eps": LEVEL_EPS,
-        "level_eps_inside_log": True,
+        **pooler_json(cfg, "ROI_MASK_HEAD"),
         "class_agnostic": bool(cfg_get(cfg, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False)),
         "mask_threshold": 0.5,
         "paste": "detectron2",
@@ -218,13 +227,7 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
             "num_classes": num_classes,
             "background": "last",
             "class_agnostic_box_regression": bool(cfg_get(cfg, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False)),
-            "pooler_resolution": int(cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION")),
-            "sampling_ratio": int(cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO")),
-            "aligned": cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_TYPE") == "ROIAlignV2",
-            "canonical_box_size": CANONICAL_BOX_SIZE,
-            "canonical_level": CANONICAL_LEVEL,
-            "level_eps": LEVEL_EPS,
-            "level_eps_inside_log": True,
+            **pooler_json(cfg, "ROI_BOX_HEAD"),
             "box_weights": [float(v) for v in cfg_get(cfg, "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS")],
             "scale_clamp": core.SCALE_CLAMP,
             "score_threshold": float(cfg_get(cfg, "MODEL.ROI_HEADS.SCORE_THRESH_TEST")),

@@ -230,22 +230,13 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
             if id(m) in mask_modules:
                 continue
             if isinstance(m, nn.Conv2d):
-                # kaiming normal (fan_out, relu) with the fan of one group: for depthwise
-                # convolutions torch's fan_out would count every channel and shrink them.
-                taps = m.kernel_size[0] * m.kernel_size[1]
-                fan_out = (m.out_channels // m.groups) * taps
-                m.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    m.bias.zero_()
+                kaiming_conv_(m)
             elif isinstance(m, nn.Linear):
                 m.weight.normal_(0.0, 0.01)
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, norm_types):
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0 - m.eps)
+                identity_norm_(m)
 
         for block in residual_blocks(model.backbone):
             last_norm_of_branch(block, norm_types).weight.fill_(recipe["residual_bn"])
@@ -294,6 +285,29 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
     return model.eval()
 
 
+def kaiming_conv_(m: nn.Module) -> None:
+    """Kaiming normal (fan_out, relu) in place, bias 0, for a Conv2d or ConvTranspose2d. The fan
+    is out channels x taps of one group and one output position: for depthwise convolutions
+    torch's fan_out would count every channel and shrink them, and every output pixel of a
+    stride-2 2x2 deconvolution sees one tap. Called under torch.no_grad()."""
+    out_channels = m.out_channels // m.groups
+    taps = m.kernel_size[0] * m.kernel_size[1]
+    if isinstance(m, nn.ConvTranspose2d):
+        taps = max(1, taps // (m.stride[0] * m.stride[1]))
+    m.weight.normal_(0.0, math.sqrt(2.0 / (out_channels * taps)))
+    if m.bias is not None:
+        m.bias.zero_()
+
+
+def identity_norm_(m: nn.Module) -> None:
+    """A BatchNorm2d / FrozenBatchNorm2d made the identity in place (weight 1, bias 0, mean 0,
+    var 1 - eps). Called under torch.no_grad()."""
+    m.weight.fill_(1.0)
+    m.bias.zero_()
+    m.running_mean.zero_()
+    m.running_var.fill_(1.0 - m.eps)
+
+
 def mask_parts(model: nn.Module) -> List[nn.Module]:
     """roi_heads.mask_head and mask_predictor of a Mask R-CNN; [] for a Faster R-CNN."""
     heads = model.roi_heads
@@ -328,20 +342,9 @@ def apply_mask_seed_recipe(model: nn.Module, seed: int, recipe: Dict[str, float]
         for part in parts:
             for m in part.modules():
                 if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                    # kaiming normal, fan_out: out channels x taps of one output position
-                    # (for the stride-2 2x2 deconvolution every output pixel sees one tap).
-                    out_channels = m.out_channels // m.groups
-                    taps = m.kernel_size[0] * m.kernel_size[1]
-                    if isinstance(m, nn.ConvTranspose2d):
-                        taps = max(1, taps // (m.stride[0] * m.stride[1]))
-                    m.weight.normal_(0.0, math.sqrt(2.0 / (out_channels * taps)))
-                    if m.bias is not None:
-                        m.bias.zero_()
+                    kaiming_conv_(m)
                 elif isinstance(m, norm_types):
-                    m.weight.fill_(1.0)
-                    m.bias.zero_()
-                    m.running_mean.zero_()
-                    m.running_var.fill_(1.0 - m.eps)
+                    identity_norm_(m)
         head = model.roi_heads.mask_head
         for m in head.modules():
             if isinstance(m, nn.Conv2d) and m.kernel_size[0] * m.kernel_size[1] > 1:

@@ -52,6 +52,28 @@ inline std::vector<float> input_from_resized_bgr(const xt::xarray<std::uint8_t>&
   return out;
 }
 
+/// A case's reference RoI feature maps (features_<level>.npy, cfg.backbone.roi_levels) as
+/// RoIAlign inputs: the arrays, FeatureMap views into them and the 1 / stride scales. The views
+/// point into ``arrays``: keep the object, do not copy it.
+struct RoiFeatures {
+  std::vector<xt::xarray<float>> arrays;
+  std::vector<rcnn::FeatureMap> maps;
+  std::vector<float> scales;
+};
+
+inline RoiFeatures roi_features(const fs::path& dir, const rcnn::ModelConfig& cfg) {
+  RoiFeatures r;
+  const std::size_t RL = cfg.backbone.roi_levels.size();
+  for (std::size_t l = 0; l < RL; ++l)
+    r.arrays.push_back(npy(dir / ("features_" + cfg.backbone.roi_levels[l] + ".npy")));
+  for (std::size_t l = 0; l < RL; ++l) {
+    const auto& f = r.arrays[l];
+    r.maps.push_back({f.data(), int(f.shape()[1]), int(f.shape()[2]), int(f.shape()[3])});
+    r.scales.push_back(float(1.0 / cfg.backbone.roi_strides[l]));
+  }
+  return r;
+}
+
 template <class Stages>
 void check_stages(const fs::path& bundle, const fs::path& dir) {
   const std::string label = bundle.filename().string() + "/" + dir.filename().string();
@@ -201,26 +223,17 @@ void check_stages(const fs::path& bundle, const fs::path& dir) {
     CHECK(differ == 0);
   }
   if (has("box_features.npy") && has("features_" + cfg.backbone.roi_levels[0] + ".npy")) {
-    std::vector<xt::xarray<float>> feats;
-    std::vector<rcnn::FeatureMap> maps;
-    std::vector<float> scales;
-    for (std::size_t l = 0; l < RL; ++l)
-      feats.push_back(npy(dir / ("features_" + cfg.backbone.roi_levels[l] + ".npy")));
-    for (std::size_t l = 0; l < RL; ++l) {
-      maps.push_back({feats[l].data(), int(feats[l].shape()[1]), int(feats[l].shape()[2]),
-                      int(feats[l].shape()[3])});
-      scales.push_back(float(1.0 / cfg.backbone.roi_strides[l]));
-    }
+    const RoiFeatures f = roi_features(dir, cfg);
     const auto ref_feat = npy(dir / "box_features.npy");
     std::vector<float> pooled(ref_feat.size());
-    rcnn::RoIAlignRef{}(maps, scales, ref_boxes, levels, cfg.roi_heads.pooler, pooled);
+    rcnn::RoIAlignRef{}(f.maps, f.scales, ref_boxes, levels, cfg.roi_heads.pooler, pooled);
     const double pooled_diff = max_abs_diff(pooled.data(), ref_feat.data(), ref_feat.size());
     MESSAGE(label << ": RoIAlign max |diff| " << pooled_diff << " (values up to " << scale_of(ref_feat) << ")");
     CHECK(pooled_diff <= 1e-5 * scale_of(ref_feat));
     std::vector<float> pooled_omp(ref_feat.size());
     rcnn::OmpRoIAlign omp;
     omp.num_threads = 2;
-    omp(maps, scales, ref_boxes, levels, cfg.roi_heads.pooler, pooled_omp);
+    omp(f.maps, f.scales, ref_boxes, levels, cfg.roi_heads.pooler, pooled_omp);
     CHECK((pooled_omp == pooled));
 
     // Box head on the reference pooled features.

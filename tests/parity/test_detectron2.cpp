@@ -80,32 +80,12 @@ static_assert(rcnn::MaskExecutor<MaskRecordingExec>);
 static_assert(rcnn::MaskExecutor<rcnn::TorchScriptExec>);
 static_assert(!rcnn::MaskExecutor<parity::RecordingExec>);
 
-struct MaskReport {
-  double min_iou = 1.0;
-  std::size_t max_pixel_diff = 0;
-  double max_rel_pixel_diff = 0;
-  std::size_t pixels = 0;
-};
+using rcnn_test::MaskReport;
 
-/// Each detection's mask (expanded to the full image) against masks.npz.
+/// Each detection's mask against masks.npz (one mask per detection).
 MaskReport compare_masks(const rcnn::DetectionResult& r, const rcnn_test::FixtureMasks& ref) {
-  MaskReport rep;
   REQUIRE(r.masks.size() == r.detections.size());
-  REQUIRE(int(r.masks.size()) == ref.count);
-  REQUIRE(r.image_size == (rcnn::Size{ref.height, ref.width}));
-  for (int i = 0; i < ref.count; ++i) {
-    const auto full = r.masks[std::size_t(i)].expand(r.image_size);
-    const auto want = ref.mask(i);
-    const double v = rcnn_test::mask_iou(full, want);
-    std::size_t a = 0, b = 0;
-    for (std::size_t k = 0; k < full.size(); ++k) a += full[k], b += want[k];
-    const std::size_t d = a > b ? a - b : b - a;
-    rep.min_iou = std::min(rep.min_iou, v);
-    rep.max_pixel_diff = std::max(rep.max_pixel_diff, d);
-    rep.max_rel_pixel_diff = std::max(rep.max_rel_pixel_diff, b ? double(d) / double(b) : double(d));
-    rep.pixels += a;
-  }
-  return rep;
+  return rcnn_test::compare_masks(r.masks, r.image_size, ref);
 }
 
 }  // namespace
@@ -141,15 +121,7 @@ TEST_CASE("detectron2 Mask R-CNN: mask features and mask logits from the referen
   for (const char* p : kPhotos) {
     CAPTURE(p);
     const fs::path box_dir = kBoxBundle / "cases" / p, mask_dir = kMaskBundle / "cases" / p;
-    std::vector<xt::xarray<float>> feats;
-    std::vector<rcnn::FeatureMap> maps;
-    std::vector<float> scales;
-    for (std::size_t l = 0; l < cfg.backbone.roi_levels.size(); ++l) {
-      feats.push_back(npy(box_dir / ("features_" + cfg.backbone.roi_levels[l] + ".npy")));
-      const auto& f = feats.back();
-      maps.push_back({f.data(), int(f.shape()[1]), int(f.shape()[2]), int(f.shape()[3])});
-      scales.push_back(1.f / float(cfg.backbone.roi_strides[l]));
-    }
+    const RoiFeatures f = roi_features(box_dir, cfg);  // the box fixture's feature maps
     const auto dets = npy(mask_dir / "detections_resized.npy");
     const std::size_t D = dets.shape()[0];
     std::vector<rcnn::Box> boxes(D);
@@ -166,7 +138,7 @@ TEST_CASE("detectron2 Mask R-CNN: mask features and mask logits from the referen
     std::vector<float> pooled(D * roi);
     rcnn::OmpRoIAlign pool;
     pool.num_threads = 2;
-    pool(maps, scales, boxes, levels, cfg.mask_head->pooler, pooled);
+    pool(f.maps, f.scales, boxes, levels, cfg.mask_head->pooler, pooled);
     std::size_t hash_mismatch = 0;
     for (std::size_t i = 0; i < D; ++i) {
       const auto* bytes = reinterpret_cast<const char*>(pooled.data() + i * roi);
@@ -220,10 +192,10 @@ TEST_CASE("detectron2 Mask R-CNN end to end from the photo") {
     for (std::size_t i = 0; i < ref_levels.size(); ++i) CHECK(trace.mask_levels[i] == ref_levels(i));
     MESSAGE(std::string(p) << ": end to end " << rep.matched << "/" << ref_dets.size()
               << " detections; masks min IoU " << m1.min_iou << ", max pixel-count diff "
-              << m1.max_pixel_diff << " (" << m1.max_rel_pixel_diff * 100 << "%), "
+              << m1.max_count_diff << " (" << m1.max_rel_count_diff * 100 << "%), "
               << m1.pixels << " mask pixels; mask probs max |diff| " << prob_diff);
     CHECK(m1.min_iou >= 0.99);
-    CHECK(m1.max_rel_pixel_diff <= 0.01);
+    CHECK(m1.max_rel_count_diff <= 0.01);
     CHECK(prob_diff <= 1e-3);
     CHECK(r1.timing.mask_head > 0);
 
@@ -246,7 +218,7 @@ TEST_CASE("detectron2 Mask R-CNN end to end from the photo") {
             std::vector<std::int64_t>((D + 15) / 16, std::int64_t(16)));
       const MaskReport m2 = compare_masks(r2, ref_masks);
       CHECK(m2.min_iou >= 0.99);
-      CHECK(m2.max_rel_pixel_diff <= 0.01);
+      CHECK(m2.max_rel_count_diff <= 0.01);
       if (threads == 1) {  // same networks and pooling: the same masks as rcnn::load's
         for (std::size_t i = 0; i < D; ++i) CHECK(r2.masks[i].bits == r1.masks[i].bits);
       }

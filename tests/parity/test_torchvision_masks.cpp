@@ -32,39 +32,8 @@ std::vector<std::pair<fs::path, fs::path>> cases() {
   return out;
 }
 
-/// Per-detection comparison of pasted masks with masks.npz (and detections.json's
-/// mask_pixels, when given).
-struct MaskReport {
-  double min_iou = 1.0;
-  std::size_t differing_pixels = 0;  ///< over all detections
-  std::size_t max_count_diff = 0;    ///< max |pixel count - reference pixel count|
-  double max_rel_count_diff = 0;
-  std::size_t pixels = 0;  ///< reference mask pixels, all detections
-};
-
-MaskReport compare_masks(const std::vector<rcnn::InstanceMask>& masks, rcnn::Size image,
-                         const rcnn_test::FixtureMasks& ref) {
-  MaskReport rep;
-  REQUIRE(int(masks.size()) == ref.count);
-  REQUIRE(image == (rcnn::Size{ref.height, ref.width}));
-  for (int i = 0; i < ref.count; ++i) {
-    CAPTURE(i);
-    const auto full = masks[std::size_t(i)].expand(image);
-    const auto want = ref.mask(i);
-    std::size_t a = 0, b = 0, differ = 0;
-    for (std::size_t k = 0; k < full.size(); ++k)
-      a += full[k], b += want[k], differ += full[k] != want[k];
-    CHECK(a == masks[std::size_t(i)].area());
-    const std::size_t d = a > b ? a - b : b - a;
-    rep.min_iou = std::min(rep.min_iou, rcnn_test::mask_iou(full, want));
-    rep.differing_pixels += differ;
-    rep.max_count_diff = std::max(rep.max_count_diff, d);
-    rep.max_rel_count_diff =
-        std::max(rep.max_rel_count_diff, b ? double(d) / double(b) : double(d));
-    rep.pixels += b;
-  }
-  return rep;
-}
+using rcnn_test::compare_masks;
+using rcnn_test::MaskReport;
 
 std::vector<std::size_t> mask_pixels_json(const fs::path& p) {
   std::vector<std::size_t> out;
@@ -81,7 +50,6 @@ void check_mask_stages(const fs::path& bundle, const fs::path& dir) {
   const auto meta = read_json(dir / "meta.json");
   const rcnn::Size original{meta["original_height"].get<int>(), meta["original_width"].get<int>()};
   const auto& pooler = cfg.mask_head->pooler;
-  const std::size_t RL = cfg.backbone.roi_levels.size();
 
   // Detection boxes (resized frame) and classes.
   const auto dets = npy(dir / "detections_resized.npy");
@@ -107,26 +75,17 @@ void check_mask_stages(const fs::path& bundle, const fs::path& dir) {
   CHECK(level_differ == 0);
 
   // Mask RoIAlign (14 x 14, sampling ratio 2, not aligned) on the reference feature maps.
-  std::vector<xt::xarray<float>> feats;
-  std::vector<rcnn::FeatureMap> maps;
-  std::vector<float> scales;
-  for (std::size_t l = 0; l < RL; ++l)
-    feats.push_back(npy(dir / ("features_" + cfg.backbone.roi_levels[l] + ".npy")));
-  for (std::size_t l = 0; l < RL; ++l) {
-    maps.push_back({feats[l].data(), int(feats[l].shape()[1]), int(feats[l].shape()[2]),
-                    int(feats[l].shape()[3])});
-    scales.push_back(float(1.0 / cfg.backbone.roi_strides[l]));
-  }
+  const RoiFeatures f = roi_features(dir, cfg);
   const auto ref_feat = npy(dir / "mask_features.npy");
   const int C = cfg.backbone.channels, P = pooler.resolution;
   REQUIRE(ref_feat.size() == D * std::size_t(C) * P * P);
   std::vector<float> pooled(ref_feat.size());
-  rcnn::RoIAlignRef{}(maps, scales, boxes, levels, pooler, pooled);
+  rcnn::RoIAlignRef{}(f.maps, f.scales, boxes, levels, pooler, pooled);
   const double pooled_diff = max_abs_diff(pooled.data(), ref_feat.data(), ref_feat.size());
   std::vector<float> pooled_omp(ref_feat.size());
   rcnn::OmpRoIAlign omp;
   omp.num_threads = 2;
-  omp(maps, scales, boxes, levels, pooler, pooled_omp);
+  omp(f.maps, f.scales, boxes, levels, pooler, pooled_omp);
   CHECK((pooled_omp == pooled));
   CHECK(pooled_diff <= 1e-5 * scale_of(ref_feat));
 
@@ -194,7 +153,7 @@ void check_mask_stages(const fs::path& bundle, const fs::path& dir) {
                 << "; mask head max relative |diff| " << logit_diff << "; probs max |diff| "
                 << prob_diff << " (sigmoid alone " << sigmoid_diff << ", " << sigmoid_differ
                 << " of " << ref_probs.size() << " values differ); paste on the reference probs: "
-                << rep.differing_pixels << " of " << rep.pixels << " mask pixels differ");
+                << rep.differing_pixels << " of " << rep.ref_pixels << " mask pixels differ");
 }
 
 }  // namespace
@@ -268,7 +227,7 @@ TEST_CASE("torchvision Mask R-CNN end to end from the photo") {
         max_abs_diff(trace.mask_probs.data(), ref_probs.data(), ref_probs.size());
     MESSAGE(label << ": end to end " << match.matched << "/" << ref_dets.size()
                   << " detections (min IoU " << match.min_iou << "); masks min IoU " << rep.min_iou
-                  << ", " << rep.differing_pixels << " of " << rep.pixels
+                  << ", " << rep.differing_pixels << " of " << rep.ref_pixels
                   << " mask pixels differ, max pixel-count diff " << rep.max_count_diff << " ("
                   << rep.max_rel_count_diff * 100 << "%); mask levels differ " << level_differ
                   << "; mask features max relative |diff| " << feat_diff

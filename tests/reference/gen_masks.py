@@ -12,20 +12,18 @@ Usage: gen_masks.py --output DIR
   string), from an implementation of the format written here (pycocotools is not installed).
 
 Writes DIR/<case>/*.npy and DIR/manifest.json. Seeded and reproducible; DIR/stamp holds the
-hash of this script and the torch / torchvision versions, and a rerun with the same stamp
-does nothing.
+hashes of this script and _common.py and the torch / torchvision versions, and a rerun with
+the same stamp does nothing.
 """
 
 import argparse
-import hashlib
-import importlib.metadata
-import json
 import os
-import shutil
 import sys
 import time
 
 import numpy as np
+
+from _common import fresh_dir, package_version, publish, save_case as save, script_stamp, stamp_matches
 
 torch = F = tv_paste = None  # imported once the stamp says there is work to do
 
@@ -38,26 +36,6 @@ def import_torch():
 
     torch, F, tv_paste = _torch, _F, paste_masks_in_image
     torch.set_num_threads(1)
-
-
-def package_version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def stamp_text():
-    with open(__file__, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return (f"{digest} torch={package_version('torch')} "
-            f"torchvision={package_version('torchvision')}\n")
-
-
-def save(root, case, name, array):
-    d = os.path.join(root, case)
-    os.makedirs(d, exist_ok=True)
-    np.save(os.path.join(d, name + ".npy"), np.ascontiguousarray(array))
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,27 +260,19 @@ def main():
     ap.add_argument("--output", required=True)
     args = ap.parse_args()
     out = os.path.abspath(args.output)
-    stamp = stamp_text()
-    stamp_path = os.path.join(out, "stamp")
-    if os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
+    stamp = script_stamp(__file__)
+    if stamp_matches(os.path.join(out, "stamp"), stamp):
         print(f"gen_masks: {out} is up to date")
         return 0
     t0 = time.time()
     import_torch()
-    tmp = out + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    tmp = fresh_dir(out)
     manifest = {"paste": [], "rle": [], "torch": torch.__version__,
                 "torchvision": package_version("torchvision")}
     rng = np.random.default_rng(20240807)
     gen_paste(tmp, rng, manifest)
     gen_rle(tmp, rng, manifest)
-    with open(os.path.join(tmp, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-    with open(os.path.join(tmp, "stamp"), "w") as f:
-        f.write(stamp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    publish(tmp, out, manifest, stamp)
     print(f"gen_masks: wrote {out} in {time.time() - t0:.1f} s")
     return 0
 

@@ -6,22 +6,19 @@ and tests/unit/test_roi_align.cpp.
 Usage: gen_ops.py --output DIR
 
 Writes DIR/<case>/*.npy and DIR/manifest.json. Seeded, so the outputs are reproducible;
-DIR/stamp holds the hash of this script and of the torch / torchvision versions, and a rerun
-with the same stamp does nothing.
+DIR/stamp holds the hashes of this script and _common.py and the torch / torchvision versions,
+and a rerun with the same stamp does nothing.
 """
 
 import argparse
-import hashlib
-import json
 import math
 import os
-import shutil
 import sys
 import time
 
-import importlib.metadata
-
 import numpy as np
+
+from _common import fresh_dir, publish, save_case, script_stamp, stamp_matches
 
 # Imported by import_torch() once the stamp says there is work to do (importing torch takes
 # seconds; an up-to-date rerun should not).
@@ -40,29 +37,13 @@ def import_torch():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def package_version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def stamp_text():
-    with open(__file__, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return (f"{digest} torch={package_version('torch')} "
-            f"torchvision={package_version('torchvision')}\n")
-
-
 class Writer:
     def __init__(self, root):
         self.root = root
         self.manifest = {"nms": [], "batched_nms": [], "roi_align": [], "levels": [], "log2": None}
 
     def save(self, case, name, array):
-        d = os.path.join(self.root, case)
-        os.makedirs(d, exist_ok=True)
-        np.save(os.path.join(d, name + ".npy"), np.ascontiguousarray(array))
+        save_case(self.root, case, name, array)
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,16 +349,13 @@ def main():
     ap.add_argument("--output", required=True)
     args = ap.parse_args()
     out = os.path.abspath(args.output)
-    stamp = stamp_text()
-    stamp_path = os.path.join(out, "stamp")
-    if os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
+    stamp = script_stamp(__file__)
+    if stamp_matches(os.path.join(out, "stamp"), stamp):
         print(f"gen_ops: {out} is up to date")
         return 0
     t0 = time.time()
     import_torch()
-    tmp = out + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    tmp = fresh_dir(out)
     w = Writer(tmp)
     rng = np.random.default_rng(20240514)
     torch.manual_seed(0)
@@ -387,12 +365,7 @@ def main():
     gen_roi_align(w, rng)
     w.manifest["torch"] = torch.__version__
     w.manifest["torchvision"] = torchvision.__version__
-    with open(os.path.join(tmp, "manifest.json"), "w") as f:
-        json.dump(w.manifest, f, indent=1)
-    with open(os.path.join(tmp, "stamp"), "w") as f:
-        f.write(stamp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    publish(tmp, out, w.manifest, stamp)
     print(f"gen_ops: wrote {out} in {time.time() - t0:.1f} s")
     return 0
 

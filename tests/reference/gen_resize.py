@@ -16,10 +16,9 @@ Writes into --output (run by CTest as reference.gen_resize, before the unit test
 * fixture_<case>.npy   the Detectron2 fixture's image.jpg decoded with PIL (RGB)
 * manifest.json        what each file is, plus output-size expectations of both frameworks
 
-Idempotent: skipped when --output holds a stamp with this script's hash.
+Idempotent: skipped when --output holds a stamp with this script's (and _common.py's) hash.
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks
+
+from _common import script_stamp, stamp_matches
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -95,10 +96,9 @@ def main():
     ap.add_argument("--output", required=True)
     args = ap.parse_args()
     out_dir = args.output
-    with open(os.path.abspath(__file__), "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = script_stamp(os.path.abspath(__file__), ())
     stamp = os.path.join(out_dir, "stamp.sha256")
-    if os.path.exists(stamp) and open(stamp).read().strip() == digest:
+    if stamp_matches(stamp, digest):
         print(f"gen_resize: up to date ({out_dir})")
         return 0
     os.makedirs(out_dir, exist_ok=True)
@@ -248,7 +248,7 @@ def main():
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     with open(stamp, "w") as f:
-        f.write(digest + "\n")
+        f.write(digest)
     print(f"gen_resize: wrote {out_dir}")
     return 0
 

@@ -4,7 +4,6 @@ generator, softmax box inference), written as .npy under --output.
 
 Run by the test build before the C++ tests; skips work when its stamp matches."""
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -15,11 +14,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection import _utils as det_utils
 
-
-def stamp_of() -> str:
-    h = hashlib.sha256(open(__file__, "rb").read())
-    h.update(torch.__version__.encode())
-    return h.hexdigest()
+from _common import script_stamp, stamp_matches
 
 
 def box_coder_cases(out: str) -> None:
@@ -74,8 +69,8 @@ def main() -> int:
     args = ap.parse_args()
     os.makedirs(args.output, exist_ok=True)
     stamp_path = os.path.join(args.output, "stamp")
-    stamp = stamp_of()
-    if os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
+    stamp = script_stamp(__file__, ("torch",))
+    if stamp_matches(stamp_path, stamp):
         print("gen_stages: up to date")
         return 0
     torch.set_num_threads(1)

@@ -29,23 +29,27 @@ code and one thread:
 The script asserts that the staged path gives exactly model([image])'s detections and that the
 saved TorchScript modules reproduce the eager stages; meta.json records those diffs and
 knife-edge checks (results unchanged with the NMS / score thresholds nudged, ties).
-It is idempotent: a stamp (hash of this script, the exporter code, the photos and the library
-versions) makes a second run return at once.
+It is idempotent: a stamp (hash of this script, _common.py, the exporter code, the photos and
+the library versions) makes a second run return at once. ``generate`` (the export, case and
+stamp loop) also drives gen_tv_masks.py.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, HERE)
+
+import _common  # noqa: E402
 
 # torch & co. are imported by load_libraries() after the stamp check, so that an up-to-date
 # run takes a fraction of a second.
@@ -89,11 +93,15 @@ def log(message: str) -> None:
 # Stamp
 # --------------------------------------------------------------------------------------------
 
-def input_files() -> List[str]:
-    files = [os.path.abspath(__file__), os.path.join(REPO, "tools", "export_torchvision.py")]
+def bundle_photos(bundles: Sequence[Dict[str, Any]]) -> List[str]:
+    return sorted({p for b in bundles for p in b["photos"]})
+
+
+def input_files(bundles: Sequence[Dict[str, Any]]) -> List[str]:
+    files = [os.path.abspath(__file__), _common.COMMON, os.path.join(REPO, "tools", "export_torchvision.py")]
     pkg = os.path.join(REPO, "tools", "rcnn_export")
     files += sorted(os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py"))
-    for photo in sorted({p for b in BUNDLES for p in b["photos"]}):
+    for photo in bundle_photos(bundles):
         files.append(photo_path(photo))
     return files
 
@@ -102,37 +110,35 @@ def photo_path(photo: str) -> str:
     return os.path.join(PHOTO_DIR, f"{photo}.jpg")
 
 
-def stamp_digest() -> str:
+def stamp_digest(bundles: Sequence[Dict[str, Any]] = BUNDLES) -> str:
     digest = hashlib.sha256()
-    for path in input_files():
+    for path in input_files(bundles):
         digest.update(os.path.relpath(path, REPO).encode() if path.startswith(REPO) else path.encode())
         with open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
     for package in ("torch", "torchvision", "numpy", "Pillow"):
-        try:
-            version = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            version = "?"
-        digest.update(f"{package}={version}".encode())
+        digest.update(f"{package}={_common.package_version(package, '?')}".encode())
     return digest.hexdigest()
 
 
-def expected_outputs(output: str) -> List[str]:
+def expected_outputs(output: str, bundles: Sequence[Dict[str, Any]] = BUNDLES,
+                     modules: Sequence[str] = ("backbone_rpn.pt", "box_head.pt"),
+                     case_files: Sequence[str] = ("meta.json",)) -> List[str]:
     paths = [os.path.join(output, "index.json")]
-    for b in BUNDLES:
+    for b in bundles:
         root = os.path.join(output, b["name"])
-        paths += [os.path.join(root, f) for f in ("model.json", "backbone_rpn.pt", "box_head.pt")]
-        paths += [os.path.join(root, "cases", p, "meta.json") for p in b["photos"]]
+        paths += [os.path.join(root, f) for f in ("model.json", *modules)]
+        paths += [os.path.join(root, "cases", p, f) for p in b["photos"] for f in case_files]
     return paths
 
 
-def up_to_date(output: str, digest: str) -> bool:
+def up_to_date(output: str, digest: str, expected: Sequence[str]) -> bool:
     try:
         with open(os.path.join(output, STAMP)) as f:
             stamp = json.load(f)
     except (OSError, ValueError):
         return False
-    return stamp.get("digest") == digest and all(os.path.exists(p) for p in expected_outputs(output))
+    return stamp.get("digest") == digest and all(os.path.exists(p) for p in expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,9 +363,7 @@ def write_case(model: torch.nn.Module, model_json: Dict[str, Any], modules: Dict
     for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()):
         detections.append({"box": [float(v) for v in box], "score": float(score), "class_id": int(label) - 1,
                            "class_name": classes[int(label) - 1]})
-    with open(os.path.join(case_dir, "detections.json"), "w") as f:
-        json.dump(detections, f, indent=2)
-        f.write("\n")
+    _common.write_json(os.path.join(case_dir, "detections.json"), detections)
 
     h0, w0 = rgb.shape[:2]
     rh, rw = (int(v) for v in st["image_list"].image_sizes[0])
@@ -400,9 +404,7 @@ def write_case(model: torch.nn.Module, model_json: Dict[str, Any], modules: Dict
                      "pillow": PIL.__version__},
         "checks": checks,
     }
-    with open(os.path.join(case_dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
+    _common.write_json(os.path.join(case_dir, "meta.json"), meta)
     return meta
 
 
@@ -425,48 +427,57 @@ def make_model(spec: Dict[str, Any], cache: Dict[Tuple[str, int], torch.nn.Modul
     return model.eval()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def generate(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles: Sequence[Dict[str, Any]],
+             digest: Callable[[], str], expected: Callable[[str], List[str]], load: Callable[[], None],
+             make_model: Callable[[Dict[str, Any]], torch.nn.Module],
+             write_case: Callable[..., Dict[str, Any]],
+             review: Callable[[Dict[str, Any], str, Dict[str, Any], float], List[str]],
+             log: Callable[[str], None]) -> int:
+    """The generator's run: parse ``--output`` / ``--force``, return at once when the stamp
+    (``digest()``, with every ``expected(output)`` file present) matches; otherwise ``load()``
+    the libraries, and for each bundle spec: export ``make_model(spec)`` with
+    export_torchvision.py, ``write_case(model, model_json, modules, photo, case_dir)`` for each
+    photo (its meta.json), ``review(spec, photo, meta, seconds)`` (logs the case, returns its
+    problems, logged as warnings at the end); then index.json and the stamp."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="directory for the bundles and cases")
     parser.add_argument("--force", action="store_true", help="regenerate even when the stamp matches")
     args = parser.parse_args(argv)
 
-    missing = [photo_path(p) for p in sorted({p for b in BUNDLES for p in b["photos"]})
-               if not os.path.exists(photo_path(p))]
+    missing = [photo_path(p) for p in bundle_photos(bundles) if not os.path.exists(photo_path(p))]
     if missing:
         print(f"error: missing photos {missing}: install opencv-doc (scripts/install-deps.sh)", file=sys.stderr)
         return 1
 
     output = os.path.abspath(args.output)
-    digest = stamp_digest()
-    if not args.force and up_to_date(output, digest):
+    stamp_value = digest()
+    if not args.force and up_to_date(output, stamp_value, expected(output)):
         log(f"{output} is up to date")
         return 0
 
     start = time.time()
-    load_libraries()
+    load()
     torch.set_num_threads(1)
     os.makedirs(output, exist_ok=True)
     stamp_path = os.path.join(output, STAMP)
     if os.path.exists(stamp_path):
         os.remove(stamp_path)
-    known = {b["name"] for b in BUNDLES}
+    known = {b["name"] for b in bundles}
     for entry in os.listdir(output):  # bundles of an older BUNDLES list
         path = os.path.join(output, entry)
         if entry not in known and os.path.isfile(os.path.join(path, "model.json")):
             shutil.rmtree(path)
     classes = etv.coco_categories()[1:]
-    cache: Dict[Tuple[str, int], torch.nn.Module] = {}
-    index: Dict[str, Any] = {"generator": "tests/reference/gen_torchvision.py", "bundles": {}}
+    index: Dict[str, Any] = {"generator": generator, "bundles": {}}
     problems: List[str] = []
-    for spec in BUNDLES:
+    for spec in bundles:
         t0 = time.time()
         bundle_dir = os.path.join(output, spec["name"])
         if os.path.exists(bundle_dir):
             shutil.rmtree(bundle_dir)
-        model = make_model(spec, cache)
+        model = make_model(spec)
         note = (f"untrained deterministic weights: export_torchvision.py seed recipe, --seed {spec['seed']}; "
-                "reference cases by tests/reference/gen_torchvision.py")
+                f"reference cases by {generator}")
         log(f"{spec['name']}: exporting {spec['model']} (seed {spec['seed']}, "
             f"resize {spec['min_size']}/{spec['max_size']})")
         model_json, _ = etv.export(model, spec["model"], bundle_dir, classes=classes, note=note)
@@ -475,24 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for photo in spec["photos"]:
             t1 = time.time()
             meta = write_case(model, model_json, modules, photo, os.path.join(bundle_dir, "cases", photo))
-            edges = meta["checks"]["knife_edges"]
-            score_range = meta["score_range"] or [0.0, 0.0]
-            log(f"{spec['name']}/{photo}: {meta['original_height']}x{meta['original_width']} -> "
-                f"{meta['resized_height']}x{meta['resized_width']} (padded {meta['padded_height']}x"
-                f"{meta['padded_width']}); proposals {meta['num_proposals']} "
-                f"(rpn levels {meta['proposals_per_rpn_level']}, roi levels {meta['proposals_per_roi_level']}); "
-                f"detections {meta['num_detections']} of {meta['num_classes_detected']} classes, "
-                f"scores {score_range[0]:.3f}-{score_range[1]:.3f}; {time.time() - t1:.1f} s")
-            if meta["num_detections"] < MIN_DETECTIONS or meta["num_classes_detected"] < 3:
-                problems.append(f"{spec['name']}/{photo}: only {meta['num_detections']} detections of "
-                                f"{meta['num_classes_detected']} classes")
-            for key in ("rpn_unchanged_with_nms_threshold_pm_1e-5",
-                        "roi_unchanged_with_score_threshold_pm_1e-6_and_nms_threshold_pm_1e-5"):
-                if not edges[key]:
-                    problems.append(f"{spec['name']}/{photo}: knife edge: {key} is false")
-            if edges["rpn_tied_logits_at_pre_nms_cut"] or edges["rpn_kept_equal_scores"] or \
-                    edges["final_equal_scores_any_class"]:
-                problems.append(f"{spec['name']}/{photo}: tied scores {edges}")
+            problems += review(spec, photo, meta, time.time() - t1)
         index["bundles"][spec["name"]] = {
             "model": spec["model"], "seed": spec["seed"], "min_size": spec["min_size"],
             "max_size": spec["max_size"], "cases": list(spec["photos"]),
@@ -500,14 +494,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{spec['name']}: done in {time.time() - t0:.1f} s")
     for problem in problems:
         log(f"WARNING: {problem}")
-    with open(os.path.join(output, "index.json"), "w") as f:
-        json.dump(index, f, indent=2)
-        f.write("\n")
-    with open(stamp_path, "w") as f:
-        json.dump({"digest": digest, "seconds": round(time.time() - start, 1)}, f, indent=2)
-        f.write("\n")
+    _common.write_json(os.path.join(output, "index.json"), index)
+    _common.write_json(stamp_path, {"digest": stamp_value, "seconds": round(time.time() - start, 1)})
     log(f"all references written to {output} in {time.time() - start:.1f} s")
     return 0
+
+
+def review_case(spec: Dict[str, Any], photo: str, meta: Dict[str, Any], seconds: float) -> List[str]:
+    edges = meta["checks"]["knife_edges"]
+    score_range = meta["score_range"] or [0.0, 0.0]
+    log(f"{spec['name']}/{photo}: {meta['original_height']}x{meta['original_width']} -> "
+        f"{meta['resized_height']}x{meta['resized_width']} (padded {meta['padded_height']}x"
+        f"{meta['padded_width']}); proposals {meta['num_proposals']} "
+        f"(rpn levels {meta['proposals_per_rpn_level']}, roi levels {meta['proposals_per_roi_level']}); "
+        f"detections {meta['num_detections']} of {meta['num_classes_detected']} classes, "
+        f"scores {score_range[0]:.3f}-{score_range[1]:.3f}; {seconds:.1f} s")
+    problems = []
+    if meta["num_detections"] < MIN_DETECTIONS or meta["num_classes_detected"] < 3:
+        problems.append(f"{spec['name']}/{photo}: only {meta['num_detections']} detections of "
+                        f"{meta['num_classes_detected']} classes")
+    for key in ("rpn_unchanged_with_nms_threshold_pm_1e-5",
+                "roi_unchanged_with_score_threshold_pm_1e-6_and_nms_threshold_pm_1e-5"):
+        if not edges[key]:
+            problems.append(f"{spec['name']}/{photo}: knife edge: {key} is false")
+    if edges["rpn_tied_logits_at_pre_nms_cut"] or edges["rpn_kept_equal_scores"] or \
+            edges["final_equal_scores_any_class"]:
+        problems.append(f"{spec['name']}/{photo}: tied scores {edges}")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cache: Dict[Tuple[str, int], torch.nn.Module] = {}
+    return generate(argv, doc=__doc__, generator="tests/reference/gen_torchvision.py", bundles=BUNDLES,
+                    digest=stamp_digest, expected=expected_outputs, load=load_libraries,
+                    make_model=lambda spec: make_model(spec, cache), write_case=write_case,
+                    review=review_case, log=log)
 
 
 if __name__ == "__main__":

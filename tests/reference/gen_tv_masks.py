@@ -37,13 +37,10 @@ return at once.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import time
 from typing import Any, Dict, List, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, HERE)
 
+import _common  # noqa: E402
 import gen_torchvision as gtv  # noqa: E402  (imports nothing heavy until load_libraries())
 
 np = torch = etv = maskrcnn_inference = None  # imported after the stamp check
@@ -62,7 +60,6 @@ BUNDLES: List[Dict[str, Any]] = [
          min_size=320, max_size=512, photos=["fruits", "messi5", "baboon"]),
 ]
 
-STAMP = "stamp.json"
 MASK_THRESHOLD = 0.5
 
 
@@ -90,31 +87,13 @@ def stamp_digest() -> str:
         digest.update(os.path.basename(path).encode())
         with open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
-    gtv.BUNDLES, saved = BUNDLES, gtv.BUNDLES  # the photos of this script's bundles
-    try:
-        digest.update(gtv.stamp_digest().encode())
-    finally:
-        gtv.BUNDLES = saved
+    digest.update(gtv.stamp_digest(BUNDLES).encode())  # the photos of this script's bundles
     return digest.hexdigest()
 
 
 def expected_outputs(output: str) -> List[str]:
-    paths = [os.path.join(output, "index.json")]
-    for b in BUNDLES:
-        root = os.path.join(output, b["name"])
-        paths += [os.path.join(root, f) for f in ("model.json", "backbone_rpn.pt", "box_head.pt", "mask_head.pt")]
-        for p in b["photos"]:
-            paths += [os.path.join(root, "cases", p, f) for f in ("meta.json", "masks.npz", "mask_probs.npy")]
-    return paths
-
-
-def up_to_date(output: str, digest: str) -> bool:
-    try:
-        with open(os.path.join(output, STAMP)) as f:
-            stamp = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return stamp.get("digest") == digest and all(os.path.exists(p) for p in expected_outputs(output))
+    return gtv.expected_outputs(output, BUNDLES, modules=("backbone_rpn.pt", "box_head.pt", "mask_head.pt"),
+                                case_files=("meta.json", "masks.npz", "mask_probs.npy"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,9 +182,7 @@ def write_mask_case(model: torch.nn.Module, model_json: Dict[str, Any], modules:
     pixels = masks.reshape(d, -1).sum(axis=1).tolist() if d else []
     for det, count in zip(detections, pixels):
         det["mask_pixels"] = int(count)
-    with open(os.path.join(case_dir, "detections.json"), "w") as f:
-        json.dump(detections, f, indent=2)
-        f.write("\n")
+    _common.write_json(os.path.join(case_dir, "detections.json"), detections)
 
     roi_levels = model_json["backbone"]["roi_levels"]
     counts = torch.bincount(ms["level"], minlength=len(roi_levels)).tolist()
@@ -223,9 +200,7 @@ def write_mask_case(model: torch.nn.Module, model_json: Dict[str, Any], modules:
         "sigmoid_of_class_channel_vs_maskrcnn_inference_max_abs_diff": logits_probs_diff,
         "soft_values_within_1e-6_1e-5_1e-4_of_threshold": [int((distance < e).sum()) for e in (1e-6, 1e-5, 1e-4)],
     }
-    with open(os.path.join(case_dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
+    _common.write_json(os.path.join(case_dir, "meta.json"), meta)
     return meta
 
 
@@ -239,89 +214,34 @@ def make_model(spec: Dict[str, Any]) -> torch.nn.Module:
     return model.eval()
 
 
+def review_case(spec: Dict[str, Any], photo: str, meta: Dict[str, Any], seconds: float) -> List[str]:
+    checks = meta["checks"]["masks"]
+    cov = meta["mask_coverage_of_box"] or {"mean": 0.0, "min": 0.0, "max": 0.0}
+    ious = meta["mask_iou_28x28_between_detections"]
+    log(f"{spec['name']}/{photo}: {meta['num_detections']} detections of {meta['num_classes_detected']} "
+        f"classes; masks: pixels min/median/max {meta['mask_pixels_min_median_max']}, coverage of box "
+        f"{cov['mean']:.2f} ({cov['min']:.2f}-{cov['max']:.2f}), 28x28 IoU between detections "
+        f"{ious['mean']:.2f} (max {ious['max']:.2f}), mask RoIs per level "
+        f"{meta['mask_features_per_roi_level']}, logits {checks['mask_logits_range']}, values within "
+        f"1e-6/1e-5/1e-4 of 0.5: {checks['soft_values_within_1e-6_1e-5_1e-4_of_threshold']}; "
+        f"traced mask head max |diff| {checks['traced_mask_head_max_abs_diff']:.3g}; "
+        f"{seconds:.1f} s")
+    problems = []
+    if meta["num_detections"] < gtv.MIN_DETECTIONS or meta["empty_masks"]:
+        problems.append(f"{spec['name']}/{photo}: {meta['num_detections']} detections, "
+                        f"{meta['empty_masks']} empty masks")
+    # Degenerate: a 28 x 28 mask (nearly) empty or full, or two detections' masks alike.
+    frac = meta["mask_fraction_28x28"] or {"min": 0.0, "max": 1.0}
+    if frac["min"] < 0.01 or frac["max"] > 0.99 or ious["max"] >= 0.98:
+        problems.append(f"{spec['name']}/{photo}: degenerate masks (28x28 fraction set {frac}, "
+                        f"28x28 IoU {ious})")
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", required=True, help="directory for the bundle and cases")
-    parser.add_argument("--force", action="store_true", help="regenerate even when the stamp matches")
-    args = parser.parse_args(argv)
-
-    missing = [gtv.photo_path(p) for p in sorted({p for b in BUNDLES for p in b["photos"]})
-               if not os.path.exists(gtv.photo_path(p))]
-    if missing:
-        print(f"error: missing photos {missing}: install opencv-doc (scripts/install-deps.sh)", file=sys.stderr)
-        return 1
-
-    output = os.path.abspath(args.output)
-    digest = stamp_digest()
-    if not args.force and up_to_date(output, digest):
-        log(f"{output} is up to date")
-        return 0
-
-    start = time.time()
-    load_libraries()
-    torch.set_num_threads(1)
-    os.makedirs(output, exist_ok=True)
-    stamp_path = os.path.join(output, STAMP)
-    if os.path.exists(stamp_path):
-        os.remove(stamp_path)
-    known = {b["name"] for b in BUNDLES}
-    for entry in os.listdir(output):  # bundles of an older BUNDLES list
-        path = os.path.join(output, entry)
-        if entry not in known and os.path.isfile(os.path.join(path, "model.json")):
-            shutil.rmtree(path)
-    classes = etv.coco_categories()[1:]
-    index: Dict[str, Any] = {"generator": "tests/reference/gen_tv_masks.py", "bundles": {}}
-    problems: List[str] = []
-    for spec in BUNDLES:
-        t0 = time.time()
-        bundle_dir = os.path.join(output, spec["name"])
-        if os.path.exists(bundle_dir):
-            shutil.rmtree(bundle_dir)
-        model = make_model(spec)
-        note = (f"untrained deterministic weights: export_torchvision.py seed recipe, --seed {spec['seed']}; "
-                "reference cases by tests/reference/gen_tv_masks.py")
-        log(f"{spec['name']}: exporting {spec['model']} (seed {spec['seed']}, "
-            f"resize {spec['min_size']}/{spec['max_size']})")
-        model_json, _ = etv.export(model, spec["model"], bundle_dir, classes=classes, note=note)
-        modules = {key: torch.jit.load(os.path.join(bundle_dir, entry["file"]))
-                   for key, entry in model_json["modules"].items()}
-        for photo in spec["photos"]:
-            t1 = time.time()
-            meta = write_mask_case(model, model_json, modules, photo, os.path.join(bundle_dir, "cases", photo))
-            checks = meta["checks"]["masks"]
-            cov = meta["mask_coverage_of_box"] or {"mean": 0.0, "min": 0.0, "max": 0.0}
-            ious = meta["mask_iou_28x28_between_detections"]
-            log(f"{spec['name']}/{photo}: {meta['num_detections']} detections of {meta['num_classes_detected']} "
-                f"classes; masks: pixels min/median/max {meta['mask_pixels_min_median_max']}, coverage of box "
-                f"{cov['mean']:.2f} ({cov['min']:.2f}-{cov['max']:.2f}), 28x28 IoU between detections "
-                f"{ious['mean']:.2f} (max {ious['max']:.2f}), mask RoIs per level "
-                f"{meta['mask_features_per_roi_level']}, logits {checks['mask_logits_range']}, values within "
-                f"1e-6/1e-5/1e-4 of 0.5: {checks['soft_values_within_1e-6_1e-5_1e-4_of_threshold']}; "
-                f"traced mask head max |diff| {checks['traced_mask_head_max_abs_diff']:.3g}; "
-                f"{time.time() - t1:.1f} s")
-            if meta["num_detections"] < gtv.MIN_DETECTIONS or meta["empty_masks"]:
-                problems.append(f"{spec['name']}/{photo}: {meta['num_detections']} detections, "
-                                f"{meta['empty_masks']} empty masks")
-            # Degenerate: a 28 x 28 mask (nearly) empty or full, or two detections' masks alike.
-            frac = meta["mask_fraction_28x28"] or {"min": 0.0, "max": 1.0}
-            if frac["min"] < 0.01 or frac["max"] > 0.99 or ious["max"] >= 0.98:
-                problems.append(f"{spec['name']}/{photo}: degenerate masks (28x28 fraction set {frac}, "
-                                f"28x28 IoU {ious})")
-        index["bundles"][spec["name"]] = {
-            "model": spec["model"], "seed": spec["seed"], "min_size": spec["min_size"],
-            "max_size": spec["max_size"], "cases": list(spec["photos"]),
-        }
-        log(f"{spec['name']}: done in {time.time() - t0:.1f} s")
-    for problem in problems:
-        log(f"WARNING: {problem}")
-    with open(os.path.join(output, "index.json"), "w") as f:
-        json.dump(index, f, indent=2)
-        f.write("\n")
-    with open(stamp_path, "w") as f:
-        json.dump({"digest": digest, "seconds": round(time.time() - start, 1)}, f, indent=2)
-        f.write("\n")
-    log(f"all references written to {output} in {time.time() - start:.1f} s")
-    return 0
+    return gtv.generate(argv, doc=__doc__, generator="tests/reference/gen_tv_masks.py", bundles=BUNDLES,
+                        digest=stamp_digest, expected=expected_outputs, load=load_libraries,
+                        make_model=make_model, write_case=write_mask_case, review=review_case, log=log)
 
 
 if __name__ == "__main__":

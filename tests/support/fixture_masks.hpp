@@ -4,6 +4,7 @@
 // read without zlib. Used by the unit and parity tests (doctest REQUIREs on bad files).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <span>
@@ -13,6 +14,8 @@
 #include <vector>
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
+
+#include <rcnn/mask/mask_types.hpp>
 
 namespace rcnn_test {
 
@@ -104,6 +107,43 @@ inline double mask_iou(std::span<const std::uint8_t> a, std::span<const std::uin
     uni += a[i] | b[i];
   }
   return uni ? double(inter) / double(uni) : 1.0;
+}
+
+/// Per-detection comparison of masks (expanded to the full image) with a masks.npz.
+struct MaskReport {
+  double min_iou = 1.0;
+  std::size_t differing_pixels = 0;  ///< over all detections
+  std::size_t max_count_diff = 0;    ///< max |pixel count - reference pixel count|
+  double max_rel_count_diff = 0;     ///< that over the reference count (the count when 0)
+  std::size_t pixels = 0;            ///< mask pixels, all detections
+  std::size_t ref_pixels = 0;        ///< reference mask pixels, all detections
+};
+
+/// Requires as many masks as ``ref`` holds and ``image`` = its size; checks each mask's
+/// area() against its expanded pixel count.
+inline MaskReport compare_masks(const std::vector<rcnn::InstanceMask>& masks, rcnn::Size image,
+                                const FixtureMasks& ref) {
+  MaskReport rep;
+  REQUIRE(int(masks.size()) == ref.count);
+  REQUIRE(image == (rcnn::Size{ref.height, ref.width}));
+  for (int i = 0; i < ref.count; ++i) {
+    CAPTURE(i);
+    const auto full = masks[std::size_t(i)].expand(image);
+    const auto want = ref.mask(i);
+    std::size_t a = 0, b = 0, differ = 0;
+    for (std::size_t k = 0; k < full.size(); ++k)
+      a += full[k], b += want[k], differ += full[k] != want[k];
+    CHECK(a == masks[std::size_t(i)].area());
+    const std::size_t d = a > b ? a - b : b - a;
+    rep.min_iou = std::min(rep.min_iou, mask_iou(full, want));
+    rep.differing_pixels += differ;
+    rep.max_count_diff = std::max(rep.max_count_diff, d);
+    rep.max_rel_count_diff =
+        std::max(rep.max_rel_count_diff, b ? double(d) / double(b) : double(d));
+    rep.pixels += a;
+    rep.ref_pixels += b;
+  }
+  return rep;
 }
 
 }  // namespace rcnn_test

@@ -96,6 +96,8 @@ def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str) -> Di
 def fmt(ms: Optional[float]) -> str:
     if ms is None:
         return "-"
+    if ms < 0.1:
+        return f"{ms:.2g}"
     return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
 
 

@@ -45,7 +45,9 @@ inline void draw_detections(cv::Mat& bgr, const std::vector<Detection>& dets,
     std::snprintf(label, sizeof label, "%s %.2f", name.c_str(), double(d.score));
     int base = 0;
     const cv::Size ts = cv::getTextSize(label, cv::FONT_HERSHEY_SIMPLEX, font, 1, &base);
-    const cv::Point org(p1.x, std::max(ts.height + 2, p1.y - 2));
+    // Above the box, moved left where it would leave the image on the right.
+    const int x = std::max(0, std::min(p1.x, bgr.cols - ts.width));
+    const cv::Point org(x, std::max(ts.height + 2, p1.y - 2));
     cv::rectangle(bgr, cv::Point(org.x, org.y - ts.height - 2), cv::Point(org.x + ts.width, org.y + base),
                   colour, cv::FILLED);
     cv::putText(bgr, label, org, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);

@@ -682,6 +682,17 @@ class Detector {
     }
     final_boxes_.resize(kept);
     for (std::size_t k = 0; k < kept; ++k) final_boxes_[k] = res.detections[k].box;
+    // Masks beyond this image's count are parked (last first) instead of destroyed and come
+    // back in the same order, so every position keeps its pixel buffer: at steady state
+    // the paste allocates nothing.
+    while (res.masks.size() > kept) {
+      spare_masks_.push_back(std::move(res.masks.back()));
+      res.masks.pop_back();
+    }
+    while (res.masks.size() < kept && !spare_masks_.empty()) {
+      res.masks.push_back(std::move(spare_masks_.back()));
+      spare_masks_.pop_back();
+    }
     mask_paste_(MaskProbs{probs, int(kept), mask_size_}, std::span<const Box>(final_boxes_),
                 res.image_size, cfg_.mask_head->mask_threshold, res.masks);
   }
@@ -766,6 +777,7 @@ class Detector {
       mask_probs_.reserve(n * D * 4 * P * P);
       kept_probs_.reserve(D * 4 * P * P);
       before_post_.reserve(D);
+      spare_masks_.reserve(D);
       if constexpr (requires { roi_align_.reserve(n * D); }) roi_align_.reserve(std::max(rois, n * D));
     }
   }
@@ -815,6 +827,7 @@ class Detector {
   std::vector<int> mask_classes_, mask_levels_;
   std::vector<float> mask_features_, mask_probs_, kept_probs_;
   std::vector<Detection> before_post_;
+  std::vector<InstanceMask> spare_masks_;  ///< parked mask buffers (see paste_masks)
   MaskHeadOutputs mask_out_;
   int mask_size_ = 0;
 };

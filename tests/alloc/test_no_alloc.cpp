@@ -30,6 +30,7 @@
 #include <rcnn/proposals/topk_proposal_selector.hpp>
 #include <rcnn/roi_align/level_mapper.hpp>
 #include <rcnn/roi_align/omp_roi_align.hpp>
+#include <rcnn/mask/omp_paste.hpp>
 #include <rcnn/roi_align/roi_align_ref.hpp>
 #include <rcnn/stages.hpp>
 
@@ -420,17 +421,23 @@ class Uncounted {
     rcnn_alloc::PauseCounting pause;
     exec_.run_box_head(in, out);
   }
+  void run_mask_head(const rcnn::TensorView& in, rcnn::MaskHeadOutputs& out) {
+    rcnn_alloc::PauseCounting pause;
+    exec_.run_mask_head(in, out);
+  }
 
  private:
   Exec exec_;
 };
 
+template <class Stages = rcnn::Detectron2Stages>
 void torchscript_steady_state(const std::string& bundle, int threads) {
   const rcnn::ModelConfig cfg = rcnn::read_bundle(bundle);
   using Exec = Uncounted<rcnn::TorchScriptExec>;
-  rcnn::Detector<Exec, rcnn::OmpRoIAlign, rcnn::Detectron2Stages> det(
+  rcnn::Detector<Exec, rcnn::OmpRoIAlign, Stages> det(
       cfg, Exec(rcnn::TorchScriptExec(cfg, rcnn::TorchScriptOptions{threads})),
       rcnn::OmpRoIAlign{threads});
+  if constexpr (requires { det.mask_paste().num_threads; }) det.mask_paste().num_threads = threads;
   const std::string photo_path =
       std::string(RCNN_TEST_DATA_DIR) + "/detectron2/narrow_r101_fpn_fixed800/cases/messi5/image.jpg";
   cv::Mat a = rcnn::cv_io::read_image(photo_path), b;
@@ -447,9 +454,20 @@ void torchscript_steady_state(const std::string& bundle, int threads) {
     check_none(scope, "Detector<TorchScriptExec>::run, glue of a second image");
   }
   DOCTEST_CHECK(results[0].detections.size() > 0);
+  if (det.has_masks()) DOCTEST_CHECK(results[0].masks.size() == results[0].detections.size());
 }
 
 }  // namespace
+
+TEST_CASE("Detector with TorchScriptExec, Mask R-CNN: the glue and the OpenMP paste of a second "
+          "image allocate nothing") {
+  for (const int threads : {1, 2}) {
+    DOCTEST_CAPTURE(threads);
+    torchscript_steady_state<rcnn::WithOmpPaste<rcnn::Detectron2Stages>>(
+        std::string(RCNN_TEST_DATA_DIR) + "/detectron2/narrow_mask_rcnn_r101_fpn_shortest_edge",
+        threads);
+  }
+}
 
 TEST_CASE("Detector with TorchScriptExec: the glue of a second image allocates nothing") {
   for (const char* name : {"narrow_r101_fpn_shortest_edge", "narrow_r101_fpn_fixed800"}) {

@@ -56,6 +56,19 @@ inline void omp_paste_items(std::span<const InstanceMask> masks, std::vector<Omp
   }
 }
 
+/// Runs `item(k)` for k in [0, items): serially on the calling thread when `threads` < 2
+/// (no OpenMP region: libgomp allocates a team for every region of one thread), else
+/// dynamically scheduled over `threads` OpenMP threads.
+template <class F>
+inline void omp_paste_run(int items, int threads, const F& item) {
+  if (threads < 2) {
+    for (int k = 0; k < items; ++k) item(k);
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int k = 0; k < items; ++k) item(k);
+}
+
 }  // namespace detail
 
 /// Scratch of the OpenMP paste policies, grown to the largest call seen and then reused:
@@ -121,8 +134,7 @@ struct OmpDetectron2Paste {
     const int items = int(ws.items.size());
     InstanceMask* masks = out.data();
     const OmpPasteWorkspace& w = ws;
-#pragma omp parallel for num_threads(std::max(num_threads, 1)) schedule(dynamic, 1)
-    for (int k = 0; k < items; ++k) {
+    const auto paste_item = [&](int k) {
       const detail::OmpPasteItem& it = w.items[std::size_t(k)];
       InstanceMask& m = masks[it.det];
       const detail::OmpPastePlan& p = w.plans[std::size_t(it.det)];
@@ -130,7 +142,8 @@ struct OmpDetectron2Paste {
         detail::detectron2_row<true>(w.padded.data() + p.padded, S, w.d2_taps[p.rows + std::size_t(y)],
                                      w.d2_taps.data() + p.cols, m.width, threshold,
                                      m.bits.data() + std::size_t(y) * std::size_t(m.width));
-    }
+    };
+    detail::omp_paste_run(items, num_threads, paste_item);
   }
 };
 
@@ -188,8 +201,7 @@ struct OmpTorchvisionPaste {
     const int items = int(ws.items.size());
     InstanceMask* masks = out.data();
     const OmpPasteWorkspace& w = ws;
-#pragma omp parallel for num_threads(std::max(num_threads, 1)) schedule(dynamic, 1)
-    for (int k = 0; k < items; ++k) {
+    const auto paste_item = [&](int k) {
       const detail::OmpPasteItem& it = w.items[std::size_t(k)];
       InstanceMask& m = masks[it.det];
       const detail::OmpPastePlan& p = w.plans[std::size_t(it.det)];
@@ -203,7 +215,8 @@ struct OmpTorchvisionPaste {
         for (int x = 0; x < m.width; ++x)
           o[x] = detail::torch_bilinear_channels_last(r0, r1, h, cols[x]) >= threshold ? 1 : 0;
       }
-    }
+    };
+    detail::omp_paste_run(items, num_threads, paste_item);
   }
 };
 

@@ -436,12 +436,14 @@ TEST_CASE("Soft pasted values are bit-identical to torchvision / torch grid_samp
   }
 }
 
-TEST_CASE_TEMPLATE("Torchvision paste matches torchvision's paste_masks_in_image (gen_masks)", Paste,
-                   rcnn::TorchvisionPasteRef, OmpTvN<1>, OmpTvN<3>) {
+/// Every gen_masks case of `convention` pasted with `Paste` against the framework's masks:
+/// 0 differing pixels and the framework's pixel count.
+template <class Paste>
+void check_gen_paste(const char* convention) {
   const nlohmann::json m = gen_manifest();
   std::size_t cases = 0;
   for (const auto& jc : m["paste"]) {
-    if (jc["convention"] != "torchvision") continue;
+    if (jc["convention"] != convention) continue;
     ++cases;
     const GenCase c(jc);
     CAPTURE(c.dir);
@@ -461,29 +463,14 @@ TEST_CASE_TEMPLATE("Torchvision paste matches torchvision's paste_masks_in_image
   CHECK(cases >= 4);
 }
 
+TEST_CASE_TEMPLATE("Torchvision paste matches torchvision's paste_masks_in_image (gen_masks)", Paste,
+                   rcnn::TorchvisionPasteRef, OmpTvN<1>, OmpTvN<3>) {
+  check_gen_paste<Paste>("torchvision");
+}
+
 TEST_CASE_TEMPLATE("Detectron2 paste matches the grid_sample reference on random boxes (gen_masks)",
                    Paste, rcnn::Detectron2PasteRef, OmpD2N<1>, OmpD2N<3>) {
-  const nlohmann::json m = gen_manifest();
-  std::size_t cases = 0;
-  for (const auto& jc : m["paste"]) {
-    if (jc["convention"] != "detectron2") continue;
-    ++cases;
-    const GenCase c(jc);
-    CAPTURE(c.dir);
-    std::vector<rcnn::InstanceMask> out;
-    Paste paste;
-    paste(c.view(), c.boxes, c.image, 0.5f, out);
-    std::size_t differ = 0, pixels = 0;
-    for (int i = 0; i < c.count; ++i) {
-      differ += differing_pixels(out[std::size_t(i)], c.image,
-                                 std::span(c.masks).subspan(std::size_t(i) * c.plane(), c.plane()));
-      pixels += out[std::size_t(i)].area();
-    }
-    MESSAGE(c.dir << ": " << differ << " of " << pixels << " mask pixels differ");
-    CHECK(differ == 0);
-    CHECK(pixels == jc["pixels"].get<std::size_t>());
-  }
-  CHECK(cases >= 4);
+  check_gen_paste<Paste>("detectron2");
 }
 
 TEST_CASE("TorchvisionPasteRef equals a full torch_resize_bilinear of the padded mask") {

@@ -81,6 +81,33 @@ struct OmpPasteWorkspace {
   std::vector<detail::OmpPasteItem> items;
 };
 
+namespace detail {
+
+/// Sizes `out` and the plans for D masks of (M + 2)^2 padded cells: `window(i, plan)` returns
+/// detection i's window (and may fill the plan's convention-specific fields); each plan gets
+/// its padded-mask offset and its column and row tap ranges. Returns the number of taps.
+template <class Window>
+inline std::size_t omp_paste_plan(std::size_t D, int M, OmpPasteWorkspace& ws,
+                                  std::vector<InstanceMask>& out, const Window& window) {
+  const std::size_t SS = (std::size_t(M) + 2) * (std::size_t(M) + 2);
+  out.resize(D);
+  ws.plans.resize(D);
+  if (ws.padded.size() < D * SS) ws.padded.resize(D * SS);
+  std::size_t taps = 0;
+  for (std::size_t i = 0; i < D; ++i) {
+    OmpPastePlan& p = ws.plans[i];
+    const PasteWindow w = window(i, p);
+    out[i].reset(w.x0, w.y0, w.width(), w.height());
+    p.padded = i * SS;
+    p.cols = taps;
+    p.rows = taps + std::size_t(out[i].width);
+    taps = p.rows + std::size_t(out[i].height);
+  }
+  return taps;
+}
+
+}  // namespace detail
+
 /// Detectron2 v0.6 mask pasting with OpenMP; same contract and bit-identical output as
 /// `Detectron2PasteRef` (same float operations on the same values).
 ///
@@ -106,19 +133,10 @@ struct OmpDetectron2Paste {
     const std::size_t D = std::size_t(probs.count);
     const int M = probs.size;
     const std::size_t S = std::size_t(M) + 2;
-    out.resize(D);
-    ws.plans.resize(D);
-    if (ws.padded.size() < D * S * S) ws.padded.resize(D * S * S);
-    std::size_t taps = 0;
-    for (std::size_t i = 0; i < D; ++i) {
-      const detail::PasteWindow w = detail::detectron2_window(boxes[i], image);
-      out[i].reset(w.x0, w.y0, w.width(), w.height());
-      detail::OmpPastePlan& p = ws.plans[i];
-      p.padded = i * S * S;
-      p.cols = taps;
-      p.rows = taps + std::size_t(out[i].width);
-      taps = p.rows + std::size_t(out[i].height);
-    }
+    const std::size_t taps = detail::omp_paste_plan(
+        D, M, ws, out, [&](std::size_t i, detail::OmpPastePlan&) {
+          return detail::detectron2_window(boxes[i], image);
+        });
     if (ws.d2_taps.size() < taps) ws.d2_taps.resize(taps);
     for (std::size_t i = 0; i < D; ++i) {
       const InstanceMask& m = out[i];
@@ -169,24 +187,15 @@ struct OmpTorchvisionPaste {
     const std::size_t D = std::size_t(probs.count);
     const int M = probs.size;
     const int S = M + 2;
-    const std::size_t SS = std::size_t(S) * std::size_t(S);
-    out.resize(D);
-    ws.plans.resize(D);
-    if (ws.padded.size() < D * SS) ws.padded.resize(D * SS);
-    std::size_t taps = 0;
-    for (std::size_t i = 0; i < D; ++i) {
-      const detail::TorchvisionPasteBox t = detail::torchvision_paste_box(boxes[i], M, image);
-      out[i].reset(t.window.x0, t.window.y0, t.window.width(), t.window.height());
-      detail::OmpPastePlan& p = ws.plans[i];
-      p.padded = i * SS;
-      p.cols = taps;
-      p.rows = taps + std::size_t(out[i].width);
-      taps = p.rows + std::size_t(out[i].height);
-      p.tx0 = t.x0;
-      p.ty0 = t.y0;
-      p.tw = t.w;
-      p.th = t.h;
-    }
+    const std::size_t taps = detail::omp_paste_plan(
+        D, M, ws, out, [&](std::size_t i, detail::OmpPastePlan& p) {
+          const detail::TorchvisionPasteBox t = detail::torchvision_paste_box(boxes[i], M, image);
+          p.tx0 = t.x0;
+          p.ty0 = t.y0;
+          p.tw = t.w;
+          p.th = t.h;
+          return t.window;
+        });
     if (ws.tv_taps.size() < taps) ws.tv_taps.resize(taps);
     for (std::size_t i = 0; i < D; ++i) {
       const InstanceMask& m = out[i];

@@ -6,6 +6,8 @@
 
 #include <rcnn/error.hpp>
 
+#include "../support/test_util.hpp"
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -23,50 +25,14 @@ using nlohmann::json;
 inline const fs::path kD2 = fs::path(RCNN_TEST_DATA_DIR) / "detectron2";
 inline const fs::path kBundle = kD2 / "narrow_r101_fpn_shortest_edge";
 
-/// The rcnn::Error message `f` throws ("" when it throws none). Any other exception type
-/// propagates, which fails the test: the library must report through rcnn::Error only.
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const rcnn::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using rcnn_test::contains;
+using rcnn_test::error_of;
+using rcnn_test::read_text;
+using rcnn_test::TempDir;
 
-inline bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-/// A fresh directory under the system temp directory, removed on destruction.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<unsigned> counter{0};
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("rcnn-reliability-" + std::to_string(rd()) + "-" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
-
-inline std::string read_text(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
+/// Writes `bytes` to `file` (rcnn_test::write_text).
 inline void write_bytes(const fs::path& file, const std::string& bytes) {
-  std::ofstream out(file, std::ios::binary);
-  out << bytes;
-  REQUIRE(out.good());
+  rcnn_test::write_text(file, bytes);
 }
 
 inline json fixture_json() { return json::parse(read_text(kBundle / "model.json")); }

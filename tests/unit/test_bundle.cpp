@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "../support/test_util.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -25,63 +27,30 @@ const char* const shortest_edge = "narrow_r101_fpn_shortest_edge";
 const char* const fixed800 = "narrow_r101_fpn_fixed800";
 const char* const mask_rcnn = "narrow_mask_rcnn_r101_fpn_shortest_edge";
 
+using rcnn_test::contains;
+using rcnn_test::error_of;
+using rcnn_test::read_text;
+using rcnn_test::write_text;
+struct TempDir : rcnn_test::TempDir {
+  TempDir() : rcnn_test::TempDir("rcnn-test-bundle") {}
+};
+
 fs::path fixture_dir(const std::string& bundle) {
   return fs::path(RCNN_TEST_DATA_DIR) / "detectron2" / bundle;
 }
 
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "cannot open " << file.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
-void write_text(const fs::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::binary);
-  out << text;
-  REQUIRE(out.good());
-}
 
 json load_fixture(const std::string& bundle) {
   return json::parse(read_text(fixture_dir(bundle) / "model.json"));
 }
 
-/// The message of the rcnn::Error `f` throws ("" and a failed check when it throws none).
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const rcnn::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::string parse_error(const json& doc) {
   return error_of([&] { rcnn::parse_model_json(doc.dump()); });
 }
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
-/// A fresh directory under the system temp directory, removed on destruction.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<unsigned> counter{0};
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("rcnn-test-bundle-" + std::to_string(rd()) + "-" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
 
 /// Writes `doc` as model.json and a small non-empty file for each module it names.
 void write_bundle(const fs::path& dir, const json& doc) {

@@ -27,6 +27,7 @@
 
 #include "../support/fake_exec.hpp"
 #include "../support/invariants.hpp"
+#include "../support/test_util.hpp"
 
 namespace {
 
@@ -34,19 +35,10 @@ namespace fs = std::filesystem;
 using Bytes = std::vector<std::uint8_t>;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+using rcnn_test::contains;
+using rcnn_test::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const rcnn::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 // ---- encoded images -------------------------------------------------------------------------
 

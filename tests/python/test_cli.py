@@ -6,10 +6,14 @@ Needs the built binary: RCNN_BUILD_DIR (default: build) / bin / rcnn-detect."""
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import unittest
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference"))
+from _common import rle_string_counts  # noqa: E402  (tests/reference/_common.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("RCNN_BUILD_DIR", os.path.join(ROOT, "build"))
@@ -57,21 +61,7 @@ def rle_decode(segmentation):
     follow, 0x10 of the last = sign, counts from the third on relative to the one two before;
     runs of 0s and 1s alternate, 0s first, over the column-major pixels)."""
     h, w = segmentation["size"]
-    s = segmentation["counts"]
-    counts, p = [], 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
+    counts = rle_string_counts(segmentation["counts"])
     assert sum(counts) == h * w, (sum(counts), h, w)
     flat = np.zeros(h * w, bool)
     pos = 0

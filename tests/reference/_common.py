@@ -73,3 +73,25 @@ def write_json(path: str, value: Any) -> None:
     with open(path, "w") as f:
         json.dump(value, f, indent=2)
         f.write("\n")
+
+
+def rle_string_counts(s: str) -> list:
+    """The counts of a COCO compressed RLE string (pycocotools' rleFrString): 5 bits per
+    character + 48, 0x20 = more characters follow, 0x10 of the last = sign, counts from the
+    third on relative to the one two before. Used by gen_masks.py's self-check and by
+    tests/python/test_cli.py to read rcnn-detect's segmentations."""
+    counts, p = [], 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts

@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from _common import fresh_dir, package_version, publish, save_case as save, script_stamp, stamp_matches
+from _common import (fresh_dir, package_version, publish, rle_string_counts, save_case as save,
+                     script_stamp, stamp_matches)
 
 torch = F = tv_paste = None  # imported once the stamp says there is work to do
 
@@ -207,24 +208,6 @@ def rle_string(counts):
     return "".join(out)
 
 
-def rle_decode_string(s):
-    counts, p = [], 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
 def gen_rle(root, rng, manifest):
     masks = []
     for h, w in [(1, 1), (1, 7), (5, 1), (3, 4), (17, 23), (64, 48), (97, 131)]:
@@ -246,7 +229,7 @@ def gen_rle(root, rng, manifest):
     for i, m in enumerate(masks):
         counts = rle_counts(m)
         s = rle_string(counts)
-        assert rle_decode_string(s) == counts
+        assert rle_string_counts(s) == counts
         assert sum(counts) == m.size
         case = f"rle_{i:02d}"
         save(root, case, "mask", m)

@@ -6,8 +6,11 @@ pkgs=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev python3-torch python3-torchvision python3-numpy python3-pil
   libopencv-dev libeigen3-dev xtensor-dev xtl-dev doctest-dev nlohmann-json3-dev libcli11-dev
-  libbenchmark-dev libopenblas0-pthread
+  libbenchmark-dev libopenblas0-pthread libxsimd-dev
   opencv-doc
+  # What the peers in ../shared/peers (Detectron2 v0.6, pycocotools) import; tests only.
+  python3-opencv python3-omegaconf python3-yaml python3-tabulate python3-termcolor
+  python3-portalocker python3-cloudpickle python3-tqdm python3-matplotlib
   clang libclang-rt-14-dev libomp-14-dev
 )
 missing=()

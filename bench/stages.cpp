@@ -144,12 +144,11 @@ BENCHMARK_TEMPLATE(BM_BatchedNms, true)->Name("BatchedNms.classes")->Apply(nms_s
 
 void BM_Proposals(benchmark::State& state) {
   static const ProposalWorkload w;
-  const rcnn::TopKProposalSelector select;
+  rcnn::TopKProposalSelector select;
   rcnn::BitmaskNms nms;
-  rcnn::ProposalWorkspace ws;
   rcnn::ScoredBoxes out;
   for (auto _ : state) {
-    select(w.inputs, w.image, w.rpn, nms, ws, out);
+    select(w.inputs, w.image, w.rpn, nms, out);
     benchmark::DoNotOptimize(out.boxes.data());
   }
   state.counters["proposals"] = double(out.size());
@@ -177,35 +176,34 @@ BENCHMARK(BM_Anchors)->Name("Anchors/800x800/1")->Unit(benchmark::kMicrosecond)-
 
 void BM_BoxInference(benchmark::State& state) {
   static const BoxInferenceWorkload w;
-  const rcnn::SoftmaxBoxInference infer;
+  rcnn::SoftmaxBoxInference infer;
   rcnn::BitmaskNms nms;
-  rcnn::BoxInferenceWorkspace ws;
   std::vector<rcnn::Detection> dets;
   const int K = w.cfg.num_classes;
   const rcnn::BoxHeadView head{w.logits.data(), w.deltas.data(), 1000, K + 1, 4 * K};
   for (auto _ : state) {
-    infer(w.proposals, head, {kImage, kImage}, w.cfg, nms, ws, dets);
+    infer(w.proposals, head, {kImage, kImage}, w.cfg, nms, dets);
     benchmark::DoNotOptimize(dets.data());
   }
-  state.counters["candidates"] = double(ws.candidates.size());
+  state.counters["candidates"] = double(infer.ws.candidates.size());
   state.counters["detections"] = double(dets.size());
 }
 BENCHMARK(BM_BoxInference)->Name("BoxInference/1000x81/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void BM_Postprocess(benchmark::State& state) {
   static const BoxInferenceWorkload w;
-  const rcnn::SoftmaxBoxInference infer;
+  rcnn::SoftmaxBoxInference infer;
   rcnn::BitmaskNms nms;
-  rcnn::BoxInferenceWorkspace ws;
   std::vector<rcnn::Detection> dets, work;
+  std::vector<int> kept;
   const int K = w.cfg.num_classes;
   infer(w.proposals, {w.logits.data(), w.deltas.data(), 1000, K + 1, 4 * K}, {kImage, kImage},
-        w.cfg, nms, ws, dets);
+        w.cfg, nms, dets);
   const rcnn::RescalePostprocess post;
   work.reserve(dets.size());
   for (auto _ : state) {
     work = dets;
-    post({kImage, kImage}, {480, 640}, rcnn::Conventions::detectron2, {}, work);
+    post({kImage, kImage}, {480, 640}, rcnn::Conventions::detectron2, {}, work, kept);
     benchmark::DoNotOptimize(work.data());
   }
 }

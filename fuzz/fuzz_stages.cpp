@@ -85,13 +85,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   rcnn::BitmaskNms bitmask;
   rcnn::GreedyNms greedy;
-  rcnn::ProposalWorkspace pws;
+  rcnn::TopKProposalSelector select;
   rcnn::ScoredBoxes props, props_greedy;
-  rcnn::TopKProposalSelector{}(std::span<const rcnn::RpnLevelInput>(levels), image, rpn, bitmask,
-                               pws, props);
+  select(std::span<const rcnn::RpnLevelInput>(levels), image, rpn, bitmask, props);
   expect(rcnn_test::proposals_problem(props, image, rpn, std::size_t(L)), "proposals");
-  rcnn::TopKProposalSelector{}(std::span<const rcnn::RpnLevelInput>(levels), image, rpn, greedy,
-                               pws, props_greedy);
+  select(std::span<const rcnn::RpnLevelInput>(levels), image, rpn, greedy, props_greedy);
   expect(same_bytes(props.boxes, props_greedy.boxes) && same_bytes(props.scores, props_greedy.scores)
              ? ""
              : "BitmaskNms and GreedyNms differ",
@@ -127,13 +125,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::vector<float> cl = raw_floats(in, std::size_t(R) * std::size_t(K + 1));
   const std::vector<float> bd = raw_floats(in, std::size_t(R) * std::size_t(dw));
   const rcnn::BoxHeadView head{cl.data(), bd.data(), R, K + 1, dw};
-  rcnn::BoxInferenceWorkspace bws;
+  rcnn::SoftmaxBoxInference infer;
   std::vector<rcnn::Detection> dets, dets_greedy;
-  rcnn::SoftmaxBoxInference{}(std::span<const rcnn::Box>(props.boxes), head, image, heads,
-                              bitmask, bws, dets);
+  infer(std::span<const rcnn::Box>(props.boxes), head, image, heads, bitmask, dets);
   expect(rcnn_test::detections_problem(dets, image, heads), "box inference");
-  rcnn::SoftmaxBoxInference{}(std::span<const rcnn::Box>(props.boxes), head, image, heads, greedy,
-                              bws, dets_greedy);
+  infer(std::span<const rcnn::Box>(props.boxes), head, image, heads, greedy, dets_greedy);
   expect(same_bytes(dets, dets_greedy) ? "" : "BitmaskNms and GreedyNms differ", "box inference");
 
   // Postprocess to an arbitrary original size.
@@ -143,7 +139,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   post.drop_empty = in.ConsumeBool();
   const rcnn::Conventions conv =
       in.ConsumeBool() ? rcnn::Conventions::detectron2 : rcnn::Conventions::torchvision;
-  rcnn::RescalePostprocess{}(image, original, conv, post, dets);
+  std::vector<int> kept;
+  rcnn::RescalePostprocess{}(image, original, conv, post, dets, kept);
   for (const auto& d : dets) {
     const std::string p = post.clip ? rcnn_test::box_problem(d.box, original)
                           : rcnn::is_finite(d.box) ? ""

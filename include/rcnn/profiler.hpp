@@ -12,6 +12,7 @@
 /// or, equivalently, `rcnn::WithProfiler<rcnn::Detectron2Stages>`.
 
 #include <array>
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdio>
@@ -146,26 +147,45 @@ class StageProfiler {
   std::size_t images_ = 0, batches_ = 0;
 };
 
+/// Times one step of a batch, as an RAII scope: on leaving it, adds the step's wall time to
+/// `*slot` and records it with the profiler (`calls` times; `set_calls` when the count is
+/// known only at the end). With a disabled profiler (NoProfiler) it reads no clock and
+/// compiles to nothing.
+template <class Profiler>
+class StepScope {
+ public:
+  using clock = std::chrono::steady_clock;
+  StepScope(Profiler& profiler, double* slot, Stage stage, std::size_t calls)
+      : profiler_(profiler), slot_(slot), stage_(stage), calls_(calls) {
+    if constexpr (Profiler::enabled) start_ = clock::now();
+  }
+  StepScope(const StepScope&) = delete;
+  StepScope& operator=(const StepScope&) = delete;
+  ~StepScope() {
+    if constexpr (Profiler::enabled) {
+      const double ms = std::chrono::duration<double, std::milli>(clock::now() - start_).count();
+      *slot_ += ms;
+      profiler_.record(stage_, ms, calls_);
+    }
+  }
+  void set_calls(std::size_t calls) { calls_ = calls; }
+
+ private:
+  Profiler& profiler_;
+  double* slot_;
+  Stage stage_;
+  std::size_t calls_;
+  clock::time_point start_{};
+};
+
 /// `Base` with its profiler replaced by `Profiler`.
 template <class Base, class Profiler = StageProfiler>
 struct WithProfiler : Base {
   using profiler = Profiler;
 };
 
-namespace detail {
-template <class S>
-struct profiler_of {
-  using type = NoProfiler;
-};
-template <class S>
-  requires requires { typename S::profiler; }
-struct profiler_of<S> {
-  using type = typename S::profiler;
-};
-}  // namespace detail
-
-/// The profiler a stage bundle selects (`NoProfiler` when it names none).
+/// The profiler a stage bundle selects.
 template <class Stages>
-using profiler_of_t = typename detail::profiler_of<Stages>::type;
+using profiler_of_t = typename Stages::profiler;
 
 }  // namespace rcnn

@@ -1,12 +1,18 @@
 #pragma once
 /// \file stages.hpp
-/// Default stage bundles, one per framework convention. Override one stage by deriving:
-/// `struct MyStages : rcnn::Detectron2Stages { using nms = MyNms; };`
+/// Default stage bundles, one per framework convention, and `StageSet`, the stage values a
+/// Detector owns. Override one stage by deriving:
+/// `struct MyStages : rcnn::Detectron2Stages { using box_nms = MySoftNms; };`
+/// and give stages with run-time parameters as values:
+/// `rcnn::StageSet<MyStages>{.box_nms = MySoftNms(0.5f)}` (Detector's constructor,
+/// rcnn::load).
 
+#include <concepts>
 #include <type_traits>
 
 #include "anchors/grid_anchor_generator.hpp"
 #include "box/softmax_box_inference.hpp"
+#include "concepts.hpp"
 #include "config.hpp"
 #include "mask/detectron2_paste.hpp"
 #include "mask/torchvision_paste.hpp"
@@ -14,6 +20,7 @@
 #include "nms/greedy_nms.hpp"
 #include "postprocess/rescale_postprocess.hpp"
 #include "preprocess/preprocess.hpp"
+#include "profiler.hpp"
 #include "proposals/topk_proposal_selector.hpp"
 
 namespace rcnn {
@@ -25,13 +32,16 @@ struct TorchvisionStages {
   static constexpr Conventions conventions = Conventions::torchvision;
   using preprocess = TorchvisionPreprocess;  ///< normalise, then float bilinear resize
   using anchor_generator = GridAnchorGenerator;
-  using nms = BitmaskNms;
+  using rpn_nms = BitmaskNms;  ///< per RPN level, inside the proposal selector
   using proposal_selector = TopKProposalSelector;
+  using box_nms = BitmaskNms;  ///< per class, inside box inference
   using box_inference = SoftmaxBoxInference;
   using postprocess = RescalePostprocess;
   /// Mask R-CNN bundles only. The OpenMP pastes (mask/omp_paste.hpp, rcnn::omp) are
   /// selected with rcnn::WithOmpPaste<Stages> (the core needs no OpenMP).
   using mask_paste = TorchvisionPasteRef;
+  /// NoProfiler: compiled out; rcnn::WithProfiler<Stages> selects rcnn::StageProfiler.
+  using profiler = NoProfiler;
 };
 
 /// Stages reproducing Detectron2 0.6's `GeneralizedRCNN` inference (DefaultPredictor).
@@ -44,36 +54,51 @@ struct Detectron2Stages : TorchvisionStages {
 /// The plain reference stages (greedy NMS) of each convention: the baseline every optimised
 /// stage is tested against.
 struct TorchvisionReferenceStages : TorchvisionStages {
-  using nms = GreedyNms;
+  using rpn_nms = GreedyNms;
+  using box_nms = GreedyNms;
 };
 struct Detectron2ReferenceStages : Detectron2Stages {
-  using nms = GreedyNms;
+  using rpn_nms = GreedyNms;
+  using box_nms = GreedyNms;
 };
 
-/// A stage-bundle modifier for rcnn::load / rcnn::AnyDetector (its `Modifier` parameter):
-/// `apply<S>` is the bundle used in place of S. This one changes nothing;
-/// rcnn::OmpPasteModifier (mask/omp_paste.hpp) selects the OpenMP mask pastes.
-struct KeepStages {
-  template <class S>
-  using apply = S;
-};
+/// The default bundle of a convention.
+template <Conventions C>
+using DefaultStages =
+    std::conditional_t<C == Conventions::torchvision, TorchvisionStages, Detectron2Stages>;
 
-namespace detail {
+/// A bundle template that changes nothing: `rcnn::load`'s default customisation.
 template <class S>
-struct mask_paste_of {
-  using type = std::conditional_t<S::conventions == Conventions::torchvision,
-                                  TorchvisionPasteRef, Detectron2PasteRef>;
-};
-template <class S>
-  requires requires { typename S::mask_paste; }
-struct mask_paste_of<S> {
-  using type = typename S::mask_paste;
-};
-}  // namespace detail
+using Unchanged = S;
 
-/// The mask paste policy of a stage bundle: its `mask_paste`, or when it names none the
-/// reference paste of its conventions.
-template <class Stages>
-using mask_paste_of_t = typename detail::mask_paste_of<Stages>::type;
+/// The stage values of a detector with bundle `S`: one member per slot, owned by the
+/// Detector (`Detector::stages()`). An aggregate: build it with designated initializers for
+/// the stages that need run-time parameters, the rest default-constructed:
+/// `rcnn::StageSet<MyStages>{.box_nms = MySoftNms(0.5f)}`.
+template <class S>
+struct StageSet {
+  typename S::preprocess preprocess{};
+  typename S::anchor_generator anchor_generator{};
+  typename S::rpn_nms rpn_nms{};
+  typename S::proposal_selector proposal_selector{};
+  typename S::box_nms box_nms{};
+  typename S::box_inference box_inference{};
+  typename S::postprocess postprocess{};
+  typename S::mask_paste mask_paste{};
+  [[no_unique_address]] typename S::profiler profiler{};
+
+  /// Calls `f(stage)` for every stage value (not the profiler).
+  template <class F>
+  void for_each(F&& f) {
+    f(preprocess);
+    f(anchor_generator);
+    f(rpn_nms);
+    f(proposal_selector);
+    f(box_nms);
+    f(box_inference);
+    f(postprocess);
+    f(mask_paste);
+  }
+};
 
 }  // namespace rcnn

@@ -119,16 +119,15 @@ struct Glue {
   std::vector<std::vector<rcnn::Box>> anchors{5};
   rcnn::TopKProposalSelector select;
   Nms nms;
-  rcnn::ProposalWorkspace proposal_ws;
   rcnn::ScoredBoxes proposals;
   std::vector<int> levels;
   rcnn::OmpRoIAlign omp1{1}, omp2{2};
   rcnn::RoIAlignRef ref;
   std::vector<float> pooled;
   rcnn::SoftmaxBoxInference infer;
-  rcnn::BoxInferenceWorkspace box_ws;
   std::vector<rcnn::Detection> dets;
   rcnn::RescalePostprocess post;
+  std::vector<int> kept;
   rcnn::BatchedNmsWorkspace batched_ws;
   std::vector<int> keep;
 
@@ -150,8 +149,12 @@ struct Glue {
     }
     // Set-up, as the Detector does on the first image of a size: capacity for the most
     // proposals (1000) of an 800 x 800 input.
-    box_ws.reserve(1000, NetworkOutputs::kClasses);
-    rcnn::detail::reserve_nms(nms, 1000);
+    rcnn::StageSizing sizing;
+    sizing.proposals = 1000;
+    sizing.num_classes = NetworkOutputs::kClasses;
+    infer.reserve(sizing);
+    nms.reserve(1000);
+    kept.reserve(1000);
     batched_ws.reserve(1000, 1000);
     keep.reserve(1000);
     omp1.reserve(1000);
@@ -172,8 +175,7 @@ struct Glue {
                {net.deltas[l].data(), 12, side, side},
                anchors[l]};
     }
-    select(std::span<const rcnn::RpnLevelInput>(in), {800, 800}, rpn, nms, proposal_ws,
-           proposals);
+    select(std::span<const rcnn::RpnLevelInput>(in), {800, 800}, rpn, nms, proposals);
     const std::size_t R = proposals.size();
     levels.resize(R);
     rcnn::assign_levels(proposals.boxes, heads.pooler, 2, 5, levels);
@@ -190,10 +192,10 @@ struct Glue {
     const int K = NetworkOutputs::kClasses;
     const int dw = heads.background_first ? 4 * (K + 1) : 4 * K;
     infer(proposals.boxes, {net.logits.data(), net.box_deltas.data(), int(R), K + 1, dw},
-          {800, 800}, heads, nms, box_ws, dets);
-    post({800, 800}, {480, 640}, conv, {}, dets);
+          {800, 800}, heads, nms, dets);
+    post({800, 800}, {480, 640}, conv, {}, dets, kept);
     rcnn::batched_nms(nms, std::span<const rcnn::Box>(proposals.boxes),
-                      std::span<const float>(proposals.scores),
+                      std::span<float>(proposals.scores),
                       std::span<const int>(levels), 0.5, keep, batched_ws);
   }
 

@@ -108,13 +108,12 @@ struct StageOutputs {
 /// Per-thread state: workspaces and stateful policies are never shared.
 struct StageWorker {
   rcnn::BitmaskNms nms;
-  rcnn::ProposalWorkspace proposal_ws;
-  rcnn::BoxInferenceWorkspace box_ws;
+  rcnn::TopKProposalSelector select;
+  rcnn::SoftmaxBoxInference infer;
   rcnn::RoIAlignRef roi_align;
 
   void run(const SharedInputs& in, StageOutputs& out) {
-    rcnn::TopKProposalSelector{}(std::span<const rcnn::RpnLevelInput>(in.levels), in.image, in.rpn,
-                                 nms, proposal_ws, out.proposals);
+    select(std::span<const rcnn::RpnLevelInput>(in.levels), in.image, in.rpn, nms, out.proposals);
     const std::size_t R = std::min<std::size_t>(out.proposals.size(), SharedInputs::kMaxRois);
     const std::span<const rcnn::Box> rois(out.proposals.boxes.data(), R);
     out.levels.resize(R);
@@ -124,7 +123,7 @@ struct StageWorker {
     roi_align(std::span<const rcnn::FeatureMap>(in.maps), std::span<const float>(in.scales), rois,
               std::span<const int>(out.levels), in.heads.pooler, std::span<float>(out.pooled));
     const rcnn::BoxHeadView head{in.head_logits.data(), in.head_deltas.data(), int(R), 6, 20};
-    rcnn::SoftmaxBoxInference{}(rois, head, in.image, in.heads, nms, box_ws, out.detections);
+    infer(rois, head, in.image, in.heads, nms, out.detections);
   }
 };
 

@@ -193,9 +193,9 @@ void check_stages(const fs::path& bundle, const fs::path& dir) {
                    anchors[l]};
     }
     rcnn::ScoredBoxes props;
-    rcnn::ProposalWorkspace ws;
+    typename Stages::proposal_selector select;
     rcnn::GreedyNms greedy;
-    typename Stages::proposal_selector{}(levels, resized, cfg.rpn, greedy, ws, props);
+    select(levels, resized, cfg.rpn, greedy, props);
     REQUIRE(props.size() == ref_boxes.size());
     const double box_diff = max_abs_diff(reinterpret_cast<const float*>(props.boxes.data()),
                                          ref_props.data(), ref_props.size());
@@ -205,8 +205,8 @@ void check_stages(const fs::path& bundle, const fs::path& dir) {
     CHECK(box_diff <= 1e-3);
     CHECK(score_diff <= 1e-5);
     rcnn::ScoredBoxes props2;
-    typename Stages::nms nms;
-    typename Stages::proposal_selector{}(levels, resized, cfg.rpn, nms, ws, props2);
+    typename Stages::rpn_nms nms;
+    select(levels, resized, cfg.rpn, nms, props2);
     CHECK((props2.boxes == props.boxes));
   }
 
@@ -258,9 +258,8 @@ void check_stages(const fs::path& bundle, const fs::path& dir) {
     const rcnn::BoxHeadView head{cl.data(), bd.data(), int(cl.shape()[0]), int(cl.shape()[1]),
                                  int(bd.shape()[1])};
     std::vector<rcnn::Detection> dets;
-    rcnn::BoxInferenceWorkspace ws;
-    typename Stages::nms nms;
-    typename Stages::box_inference{}(ref_boxes, head, resized, cfg.roi_heads, nms, ws, dets);
+    typename Stages::box_nms nms;
+    typename Stages::box_inference{}(ref_boxes, head, resized, cfg.roi_heads, nms, dets);
     const auto ref = npy(dir / "detections_resized.npy");
     REQUIRE(dets.size() == ref.shape()[0]);
     double box_diff = 0, score_diff = 0;
@@ -275,7 +274,8 @@ void check_stages(const fs::path& bundle, const fs::path& dir) {
                   << " px, max |score diff| " << score_diff);
     CHECK(box_diff <= 1e-3);
     CHECK(score_diff <= 1e-5);
-    typename Stages::postprocess{}(resized, original, cfg.conventions, cfg.postprocess, dets);
+    std::vector<int> kept;
+    typename Stages::postprocess{}(resized, original, cfg.conventions, cfg.postprocess, dets, kept);
     const auto final_ref = detections_json(dir / "detections.json");
     REQUIRE(dets.size() == final_ref.size());
     for (std::size_t i = 0; i < dets.size(); ++i) {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../support/fake_exec.hpp"
+#include "../support/fake_detector.hpp"
 #include "../support/invariants.hpp"
 #include "../support/test_util.hpp"
 
@@ -215,9 +216,9 @@ rcnn::ScoredBoxes select(const RpnLevel& level, const rcnn::RpnConfig& cfg,
                          rcnn::Size image = {100, 100}) {
   const rcnn::RpnLevelInput in = level.input();
   rcnn::GreedyNms nms;
-  rcnn::ProposalWorkspace ws;
+  rcnn::TopKProposalSelector select;
   rcnn::ScoredBoxes out;
-  rcnn::TopKProposalSelector{}(std::span(&in, 1), image, cfg, nms, ws, out);
+  select(std::span(&in, 1), image, cfg, nms, out);
   const std::string problem = rcnn_test::proposals_problem(out, image, cfg, 1);
   CHECK_MESSAGE(problem.empty(), problem);
   return out;
@@ -285,10 +286,10 @@ struct Head {
   }
   std::vector<rcnn::Detection> run(const rcnn::RoiHeadsConfig& cfg, rcnn::Size image = {100, 100}) {
     rcnn::GreedyNms nms;
-    rcnn::BoxInferenceWorkspace ws;
+    rcnn::SoftmaxBoxInference ws;
     std::vector<rcnn::Detection> out;
     const rcnn::BoxHeadView head{logits.data(), deltas.data(), int(proposals.size()), 3, 8};
-    rcnn::SoftmaxBoxInference{}(proposals, head, image, cfg, nms, ws, out);
+    ws(proposals, head, image, cfg, nms, out);
     const std::string problem = rcnn_test::detections_problem(out, image, cfg);
     CHECK_MESSAGE(problem.empty(), problem);
     return out;
@@ -308,10 +309,10 @@ TEST_CASE("numbers: box inference with non-finite and degenerate inputs") {
   rcnn::RoiHeadsConfig cfg = two_classes();
   SUBCASE("zero proposals (no rows, null views)") {
     rcnn::GreedyNms nms;
-    rcnn::BoxInferenceWorkspace ws;
+    rcnn::SoftmaxBoxInference ws;
     std::vector<rcnn::Detection> out{{}};
-    rcnn::SoftmaxBoxInference{}({}, rcnn::BoxHeadView{nullptr, nullptr, 0, 3, 8}, {10, 10}, cfg,
-                                nms, ws, out);
+    ws({}, rcnn::BoxHeadView{nullptr, nullptr, 0, 3, 8}, {10, 10}, cfg,
+                                nms, out);
     CHECK(out.empty());
   }
   SUBCASE("a -Inf logit is probability 0, the row stays (torch.softmax, Detectron2)") {
@@ -383,9 +384,9 @@ TEST_CASE("numbers: random logits and deltas keep every stage contract") {
     for (float& v : deltas) v = value(3.f);
     const rcnn::RpnLevelInput in{{logits.data(), A, H, W}, {deltas.data(), 4 * A, H, W}, anchors};
     rcnn::GreedyNms nms;
-    rcnn::ProposalWorkspace pws;
+    rcnn::TopKProposalSelector select;
     rcnn::ScoredBoxes props;
-    rcnn::TopKProposalSelector{}(std::span(&in, 1), image, rpn, nms, pws, props);
+    select(std::span(&in, 1), image, rpn, nms, props);
     const std::string p = rcnn_test::proposals_problem(props, image, rpn, 1);
     REQUIRE_MESSAGE(p.empty(), p);
 
@@ -405,9 +406,9 @@ TEST_CASE("numbers: random logits and deltas keep every stage contract") {
     for (float& v : cl) v = value(8.f);
     for (float& v : bd) v = value(3.f);
     std::vector<rcnn::Detection> dets;
-    rcnn::BoxInferenceWorkspace bws;
-    rcnn::SoftmaxBoxInference{}(props.boxes, {cl.data(), bd.data(), R, K + 1, dw}, image, heads,
-                                nms, bws, dets);
+    rcnn::SoftmaxBoxInference bws;
+    bws(props.boxes, {cl.data(), bd.data(), R, K + 1, dw}, image, heads,
+                                nms, dets);
     const std::string d = rcnn_test::detections_problem(dets, image, heads);
     REQUIRE_MESSAGE(d.empty(), d);
   }
@@ -417,37 +418,8 @@ TEST_CASE("numbers: random logits and deltas keep every stage contract") {
 
 namespace {
 
-/// A fixture bundle's model.json (default: the Faster R-CNN one), as if read from `dir`.
-rcnn::ModelConfig fixture_config(const char* bundle = "narrow_r101_fpn_shortest_edge",
-                                 const char* dir = "/bundles/narrow") {
-  const fs::path p = fs::path(RCNN_TEST_DATA_DIR) / "detectron2" / bundle / "model.json";
-  std::ifstream in(p);
-  std::stringstream text;
-  text << in.rdbuf();
-  rcnn::ModelConfig cfg = rcnn::parse_model_json(text.str(), p.string());
-  cfg.bundle_dir = dir;
-  return cfg;
-}
-
-/// A BGR test pattern: smooth gradients plus a few bright rectangles.
-struct TestImage {
-  std::vector<std::uint8_t> pixels;
-  rcnn::ImageView view;
-  TestImage(int h, int w, int seed = 0, int channels = 3) {
-    pixels.resize(std::size_t(h) * std::size_t(w) * std::size_t(channels));
-    for (int y = 0; y < h; ++y)
-      for (int x = 0; x < w; ++x)
-        for (int c = 0; c < channels; ++c) {
-          int v = (x * 3 + y * 2 + c * 40 + seed * 17) % 256;
-          if ((x / 16 + y / 12 + seed) % 5 == 0) v = 250 - c * 30;
-          pixels[(std::size_t(y) * std::size_t(w) + std::size_t(x)) * std::size_t(channels) +
-                 std::size_t(c)] = std::uint8_t(v);
-        }
-    view = {pixels.data(), h, w, channels};
-  }
-  TestImage(const TestImage&) = delete;  // `view` points into `pixels`
-  TestImage& operator=(const TestImage&) = delete;
-};
+using rcnn_test::fixture_config;
+using rcnn_test::TestImage;
 
 using FakeDetector = rcnn::Detector<rcnn_test::FakeExec, rcnn::RoIAlignRef, rcnn::Detectron2Stages>;
 

@@ -93,7 +93,7 @@ TEST_CASE("proposal selector: edge cases") {
   cfg.pre_nms_topk = 5;
   cfg.post_nms_topk = 3;
   rcnn::GreedyNms nms;
-  rcnn::ProposalWorkspace ws;
+  rcnn::TopKProposalSelector select;
   rcnn::ScoredBoxes out;
   // One level, 1 anchor per cell, 2x3 grid of disjoint anchors.
   std::vector<rcnn::Box> anchors;
@@ -104,25 +104,25 @@ TEST_CASE("proposal selector: edge cases") {
   const rcnn::RpnLevelInput lvl{{logits.data(), 1, 2, 3}, {deltas.data(), 4, 2, 3}, anchors};
 
   SUBCASE("top-k, NaN never selected, post-NMS cap") {
-    rcnn::TopKProposalSelector{}(std::span(&lvl, 1), {100, 100}, cfg, nms, ws, out);
+    select(std::span(&lvl, 1), {100, 100}, cfg, nms, out);
     REQUIRE(out.size() == 3);
     CHECK(out.scores == std::vector<float>{2.f, 0.5f, 0.3f});
     CHECK(out.boxes[0] == anchors[3]);
   }
   SUBCASE("NaN deltas drop the box") {
     deltas[3 * 1 + 0] = std::numeric_limits<float>::quiet_NaN();  // dx of cell 3
-    rcnn::TopKProposalSelector{}(std::span(&lvl, 1), {100, 100}, cfg, nms, ws, out);
+    select(std::span(&lvl, 1), {100, 100}, cfg, nms, out);
     for (const auto& b : out.boxes) CHECK(std::isfinite(b.x1));
     CHECK(out.scores[0] == 0.5f);
   }
   SUBCASE("all boxes degenerate after clipping: no proposals") {
-    rcnn::TopKProposalSelector{}(std::span(&lvl, 1), {0, 0}, cfg, nms, ws, out);
+    select(std::span(&lvl, 1), {0, 0}, cfg, nms, out);
     CHECK(out.size() == 0);
   }
   SUBCASE("sigmoid scores and a score threshold") {
     cfg.nms_scores = rcnn::RpnConfig::NmsScores::sigmoid;
     cfg.score_threshold = 0.6f;
-    rcnn::TopKProposalSelector{}(std::span(&lvl, 1), {100, 100}, cfg, nms, ws, out);
+    select(std::span(&lvl, 1), {100, 100}, cfg, nms, out);
     REQUIRE(out.size() == 2);  // sigmoid(2) = 0.88, sigmoid(0.5) = 0.62, sigmoid(0.3) = 0.57
     CHECK(out.scores[0] == doctest::Approx(1 / (1 + std::exp(-2.0))));
   }
@@ -133,7 +133,7 @@ TEST_CASE("box inference: edge cases") {
   cfg.num_classes = 2;
   cfg.detections_per_image = 2;
   rcnn::GreedyNms nms;
-  rcnn::BoxInferenceWorkspace ws;
+  rcnn::SoftmaxBoxInference infer;
   std::vector<rcnn::Detection> out;
   std::vector<rcnn::Box> props{{0, 0, 10, 10}, {50, 50, 60, 60}, {20, 20, 30, 30}};
   // background last: columns (c0, c1, bg)
@@ -143,12 +143,12 @@ TEST_CASE("box inference: edge cases") {
 
   SUBCASE("scores all below threshold") {
     cfg.score_threshold = 0.999f;
-    rcnn::SoftmaxBoxInference{}(props, head, {100, 100}, cfg, nms, ws, out);
+    infer(props, head, {100, 100}, cfg, nms, out);
     CHECK(out.empty());
   }
   SUBCASE("cap at detections_per_image, score order") {
     cfg.score_threshold = 0.0f;
-    rcnn::SoftmaxBoxInference{}(props, head, {100, 100}, cfg, nms, ws, out);
+    infer(props, head, {100, 100}, cfg, nms, out);
     REQUIRE(out.size() == 2);
     CHECK(out[0].score >= out[1].score);
     CHECK(out[0].class_id == 0);
@@ -157,13 +157,13 @@ TEST_CASE("box inference: edge cases") {
   SUBCASE("non-finite logits skip the row") {
     logits[0] = std::numeric_limits<float>::infinity();
     cfg.score_threshold = 0.5f;
-    rcnn::SoftmaxBoxInference{}(props, head, {100, 100}, cfg, nms, ws, out);
+    infer(props, head, {100, 100}, cfg, nms, out);
     REQUIRE(out.size() == 1);
     CHECK(out[0].class_id == 1);
   }
   SUBCASE("wrong logits width is a clear error") {
     head.logits_width = 4;
-    CHECK_THROWS_WITH_AS(rcnn::SoftmaxBoxInference{}(props, head, {100, 100}, cfg, nms, ws, out),
+    CHECK_THROWS_WITH_AS(infer(props, head, {100, 100}, cfg, nms, out),
                          doctest::Contains("num_classes + 1 = 3"), rcnn::Error);
   }
 }
@@ -171,7 +171,9 @@ TEST_CASE("box inference: edge cases") {
 TEST_CASE("postprocess: rescale, clip, drop empty") {
   std::vector<rcnn::Detection> dets{{{10, 10, 20, 20}, 0.9f, 0}, {{100, 5, 120, 6}, 0.8f, 1}};
   rcnn::PostprocessConfig cfg;
-  rcnn::RescalePostprocess{}({50, 100}, {100, 50}, rcnn::Conventions::detectron2, cfg, dets);
+  std::vector<int> kept;
+  rcnn::RescalePostprocess{}({50, 100}, {100, 50}, rcnn::Conventions::detectron2, cfg, dets, kept);
   REQUIRE(dets.size() == 1);  // the second box lies right of the image: empty after clipping
+  CHECK(kept == std::vector<int>{0});
   CHECK(dets[0].box == rcnn::Box{5, 20, 10, 40});
 }

@@ -8,6 +8,7 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "../stage_io.hpp"
 #include "../types.hpp"
 
 namespace rcnn {
@@ -64,6 +65,8 @@ struct GridAnchorGenerator {
 
   /// Anchors of rpn level `level` for a `grid` of cells. `backbone_stride` is that level's
   /// stride from the bundle; `padded` is the padded input size (used when stride_from image).
+  void reserve(const StageSizing&) {}  ///< stateless: the anchors are the caller's
+
   void operator()(const AnchorConfig& cfg, Conventions conv, std::size_t level,
                   int backbone_stride, Size grid, Size padded, std::vector<Box>& out) const {
     detail::require(grid.height > 0 && grid.width > 0, [&] {

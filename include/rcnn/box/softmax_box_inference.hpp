@@ -13,6 +13,7 @@
 #include "../config.hpp"
 #include "../error.hpp"
 #include "../nms/batched_nms.hpp"
+#include "../stage_io.hpp"
 #include "box_coder.hpp"
 
 namespace rcnn {
@@ -27,7 +28,7 @@ struct BoxInferenceWorkspace {
 
   /// Capacity for up to `rows` proposals of `num_classes` classes (at most rows * classes
   /// candidates, at most `rows` per class): later calls with at most `rows` proposals
-  /// allocate nothing here (the NMS policy: `detail::reserve_nms(nms, rows)`).
+  /// allocate nothing here (the NMS policy is reserved by its owner).
   void reserve(std::size_t rows, int num_classes) {
     const std::size_t most = rows * std::size_t(std::max(num_classes, 0));
     probs.reserve(std::size_t(std::max(num_classes, 0)) + 1);
@@ -39,16 +40,6 @@ struct BoxInferenceWorkspace {
   }
 };
 
-/// Box-head outputs of one image: logits [R, K + 1] and deltas [R, 4K], [R, 4(K + 1)] or
-/// [R, 4], row-major.
-struct BoxHeadView {
-  const float* class_logits = nullptr;
-  const float* box_deltas = nullptr;
-  int rows = 0;
-  int logits_width = 0;
-  int deltas_width = 0;
-};
-
 /// Reference box inference. Settings from the bundle's `roi_heads`: the background column
 /// (`first` for torchvision, `last` for Detectron2), class-specific or agnostic deltas,
 /// `score_threshold` (strictly greater), optional `min_box_size` (inclusive, torchvision's
@@ -57,11 +48,18 @@ struct BoxHeadView {
 /// Rows whose probabilities are not finite (NaN or +Inf logits) and boxes that are not
 /// finite are skipped (Detectron2's `valid_mask`); a -Inf logit is a probability of 0.
 /// Output: detections in the resized frame, score descending; class_id is 0-based.
+/// The NMS policy is the detector's `box_nms`, run per class; a re-scoring one (soft-NMS)
+/// gives the detections their new scores and order.
+/// Stateful (owns its scratch): one instance per thread.
 struct SoftmaxBoxInference {
+  BoxInferenceWorkspace ws;
+
+  /// Capacity for `s.proposals` rows of `s.num_classes` classes.
+  void reserve(const StageSizing& s) { ws.reserve(s.proposals, s.num_classes); }
+
   template <class Nms>
   void operator()(std::span<const Box> proposals, const BoxHeadView& head, Size image,
-                  const RoiHeadsConfig& cfg, Nms& nms, BoxInferenceWorkspace& ws,
-                  std::vector<Detection>& out) const {
+                  const RoiHeadsConfig& cfg, Nms& nms, std::vector<Detection>& out) {
     const int K = cfg.num_classes;
     const int R = int(proposals.size());
     detail::require(head.rows >= R, [&] {
@@ -86,7 +84,7 @@ struct SoftmaxBoxInference {
     // Capacity for the most candidates R proposals can give (R * K, at most R per class), and
     // for the output: no call with at most this many proposals grows a buffer again.
     ws.reserve(std::size_t(R), K);
-    detail::reserve_nms(nms, std::size_t(R));
+    nms.reserve(std::size_t(R));
     out.reserve(std::size_t(std::max(cfg.detections_per_image, 0)));
     for (int r = 0; r < R; ++r) {
       const float* logits = head.class_logits + std::size_t(r) * head.logits_width;
@@ -106,7 +104,7 @@ struct SoftmaxBoxInference {
       }
     }
     batched_nms(nms, std::span<const Box>(ws.candidates.boxes),
-                std::span<const float>(ws.candidates.scores),
+                std::span<float>(ws.candidates.scores),
                 std::span<const int>(ws.candidate_classes), cfg.nms_threshold, ws.keep, ws.nms);
     const std::size_t k = std::min(ws.keep.size(), std::size_t(cfg.detections_per_image));
     out.resize(k);

@@ -14,6 +14,7 @@
 
 #include "../config.hpp"
 #include "../types.hpp"
+#include "../stage_io.hpp"
 #include "mask_types.hpp"
 
 namespace rcnn {
@@ -218,6 +219,8 @@ inline void detectron2_row(const float* padded, std::size_t stride, const D2Axis
 /// Thread-safe (stateless).
 struct Detectron2PasteRef {
   static constexpr MaskHeadConfig::Paste convention = MaskHeadConfig::Paste::detectron2;
+
+  void reserve(const StageSizing&) {}  ///< stateless: the masks' buffers are the caller's
 
   void operator()(const MaskProbs& probs, std::span<const Box> boxes, Size image,
                   float threshold, std::vector<InstanceMask>& out) const {

@@ -18,6 +18,7 @@
 
 #include "../config.hpp"
 #include "../preprocess/torch_resize.hpp"
+#include "../stage_io.hpp"
 #include "../types.hpp"
 #include "detectron2_paste.hpp"
 #include "mask_types.hpp"
@@ -125,10 +126,15 @@ inline std::size_t omp_paste_plan(std::size_t D, int M, OmpPasteWorkspace& ws,
 struct OmpDetectron2Paste {
   static constexpr MaskHeadConfig::Paste convention = MaskHeadConfig::Paste::detectron2;
   int num_threads = 1;
-  mutable OmpPasteWorkspace ws{};
+  OmpPasteWorkspace ws{};
+
+  void reserve(const StageSizing& s) {
+    ws.plans.reserve(s.detections);
+    ws.items.reserve(s.detections);
+  }
 
   void operator()(const MaskProbs& probs, std::span<const Box> boxes, Size image,
-                  float threshold, std::vector<InstanceMask>& out) const {
+                  float threshold, std::vector<InstanceMask>& out) {
     detail::check_paste_inputs(probs, boxes, image, threshold, "OmpDetectron2Paste");
     const std::size_t D = std::size_t(probs.count);
     const int M = probs.size;
@@ -179,10 +185,15 @@ struct OmpDetectron2Paste {
 struct OmpTorchvisionPaste {
   static constexpr MaskHeadConfig::Paste convention = MaskHeadConfig::Paste::torchvision;
   int num_threads = 1;
-  mutable OmpPasteWorkspace ws{};
+  OmpPasteWorkspace ws{};
+
+  void reserve(const StageSizing& s) {
+    ws.plans.reserve(s.detections);
+    ws.items.reserve(s.detections);
+  }
 
   void operator()(const MaskProbs& probs, std::span<const Box> boxes, Size image,
-                  float threshold, std::vector<InstanceMask>& out) const {
+                  float threshold, std::vector<InstanceMask>& out) {
     detail::check_paste_inputs(probs, boxes, image, threshold, "OmpTorchvisionPaste");
     const std::size_t D = std::size_t(probs.count);
     const int M = probs.size;
@@ -230,19 +241,13 @@ struct OmpTorchvisionPaste {
 };
 
 /// `Stages` with the OpenMP paste of its conventions as `mask_paste`:
-/// `rcnn::Detector<Exec, RoIAlign, rcnn::WithOmpPaste<rcnn::Detectron2Stages>>`.
+/// `rcnn::Detector<Exec, RoIAlign, rcnn::WithOmpPaste<rcnn::Detectron2Stages>>`, or for
+/// either convention `rcnn::load<Exec, RoIAlign, rcnn::WithOmpPaste>(dir)`.
 template <class Stages>
 struct WithOmpPaste : Stages {
   using mask_paste = std::conditional_t<Stages::conventions == Conventions::torchvision,
                                         OmpTorchvisionPaste, OmpDetectron2Paste>;
 };
 
-/// Stage-bundle modifier for rcnn::load / rcnn::AnyDetector selecting the OpenMP pastes:
-/// `rcnn::load<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::NoProfiler,
-/// rcnn::OmpPasteModifier>(dir)`; set their threads with `set_mask_paste_threads`.
-struct OmpPasteModifier {
-  template <class S>
-  using apply = WithOmpPaste<S>;
-};
 
 }  // namespace rcnn

@@ -18,6 +18,7 @@
 #include "../preprocess/torch_resize.hpp"
 #include "../types.hpp"
 #include "detectron2_paste.hpp"  // detail::PasteWindow, detail::pad_mask
+#include "../stage_io.hpp"
 #include "mask_types.hpp"
 
 namespace rcnn {
@@ -122,6 +123,8 @@ inline void torchvision_paste_one(const float* P, int M, const Box& b, Size imag
 /// Thread-safe (stateless).
 struct TorchvisionPasteRef {
   static constexpr MaskHeadConfig::Paste convention = MaskHeadConfig::Paste::torchvision;
+
+  void reserve(const StageSizing&) {}  ///< stateless: the masks' buffers are the caller's
 
   void operator()(const MaskProbs& probs, std::span<const Box> boxes, Size image,
                   float threshold, std::vector<InstanceMask>& out) const {

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../error.hpp"
@@ -39,15 +40,6 @@ struct BatchedNmsWorkspace {
   }
 };
 
-namespace detail {
-/// Calls `nms.reserve(n)` when the NMS policy has one (BitmaskNms), so that its scratch is
-/// sized up front too; a no-op for stateless policies.
-template <class Nms>
-void reserve_nms(Nms& nms, std::size_t n) {
-  if constexpr (requires { nms.reserve(n); }) nms.reserve(n);
-}
-}  // namespace detail
-
 /// Batched NMS: boxes only suppress boxes with the same `groups` id.
 ///
 /// Contract: `boxes`, `scores`, `groups` have equal lengths (else rcnn::Error); group ids are
@@ -70,10 +62,20 @@ void reserve_nms(Nms& nms, std::size_t n) {
 /// O(K log K) sort. No heap allocation once `ws`, `keep` and the policy's own scratch have
 /// grown to the largest input seen. Not thread-safe for a shared `ws` or a shared stateful
 /// `nms`.
-template <class Nms>
-void batched_nms(Nms& nms, std::span<const Box> boxes, std::span<const float> scores,
+/// `scores` is any contiguous range of float (a vector, a span). Re-scoring policies
+/// (soft-NMS: `operator()` takes `std::span<float>` scores and lowers them) see each group's
+/// scores in scratch; the final scores of the kept boxes are written back into `scores`,
+/// which must then be writable, and the union is ordered by them.
+template <class Nms, class Scores>
+void batched_nms(Nms& nms, std::span<const Box> boxes, Scores&& score_range,
                  std::span<const int> groups, double iou_threshold, std::vector<int>& keep,
                  BatchedNmsWorkspace& ws) {
+  const auto scores = std::span(score_range);
+  constexpr bool writable = !std::is_const_v<typename decltype(scores)::element_type>;
+  static_assert(writable || std::is_invocable_v<Nms&, std::span<const Box>, std::span<const float>,
+                                                double, std::vector<int>&>,
+                "batched_nms: a re-scoring NMS policy (taking std::span<float> scores) needs "
+                "writable scores");
   detail::check_nms_inputs(boxes, scores, "batched_nms");
   if (groups.size() != boxes.size())
     detail::fail("batched_nms: boxes and groups differ in length (" +
@@ -117,9 +119,13 @@ void batched_nms(Nms& nms, std::span<const Box> boxes, std::span<const float> sc
       ws.boxes[k] = boxes[src];
       ws.scores[k] = scores[src];
     }
-    nms(std::span<const Box>(ws.boxes.data(), m), std::span<const float>(ws.scores.data(), m),
+    nms(std::span<const Box>(ws.boxes.data(), m), std::span<float>(ws.scores.data(), m),
         iou_threshold, ws.group_keep);
-    for (const int k : ws.group_keep) keep.push_back(perm[begin + std::size_t(k)]);
+    for (const int k : ws.group_keep) {
+      const int src = perm[begin + std::size_t(k)];
+      keep.push_back(src);
+      if constexpr (writable) scores[std::size_t(src)] = ws.scores[std::size_t(k)];  // re-scored
+    }
     begin = end;
   }
   // Final order: detail::NmsScoreOrder, sorted as integer keys.

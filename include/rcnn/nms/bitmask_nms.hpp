@@ -68,13 +68,13 @@ struct BitmaskNmsWorkspace {
 ///
 /// Cost: O(N log N) sort + O(K * N / 2) vectorised IoUs (K = boxes kept), O(N) scratch.
 /// No heap allocation once the workspace has grown to the largest N seen.
-/// Thread-safety: stateful (mutable workspace): use one instance per thread.
+/// Thread-safety: stateful (owns its workspace): use one instance per thread.
 struct BitmaskNms {
-  mutable BitmaskNmsWorkspace ws{};
+  BitmaskNmsWorkspace ws{};
 
   /// Capacity for inputs of up to `n` boxes (later calls with at most n boxes allocate
   /// nothing; `keep` is the caller's).
-  void reserve(std::size_t n) const {
+  void reserve(std::size_t n) {
     const std::size_t padded = (n + kBlock - 1) / kBlock * kBlock;
     ws.keys.reserve(n);
     ws.order.reserve(n);
@@ -83,7 +83,7 @@ struct BitmaskNms {
   }
 
   void operator()(std::span<const Box> boxes, std::span<const float> scores,
-                  double iou_threshold, std::vector<int>& keep) const {
+                  double iou_threshold, std::vector<int>& keep) {
     detail::check_nms_inputs(boxes, scores, "BitmaskNms");
     keep.clear();
     const std::size_t n = boxes.size();

@@ -100,6 +100,7 @@ inline float kernel_min(float a, float b) { return (b < a) ? b : a; }
 /// order is built in `keep`'s storage and suppression is marked in place). Stateless and
 /// thread-safe.
 struct GreedyNms {
+  void reserve(std::size_t) {}  ///< stateless: nothing to size
   void operator()(std::span<const Box> boxes, std::span<const float> scores,
                   double iou_threshold, std::vector<int>& keep) const {
     detail::check_nms_inputs(boxes, scores, "GreedyNms");

@@ -6,6 +6,7 @@
 
 #include "../box/box_coder.hpp"
 #include "../config.hpp"
+#include "../stage_io.hpp"
 #include "../types.hpp"
 
 namespace rcnn {
@@ -14,10 +15,13 @@ namespace rcnn {
 /// the way each framework rounds the factor (Detectron2: float32(double(W) / w);
 /// torchvision: float32(W) / float32(w)); then, as the bundle's `postprocess` says, clips
 /// to the original image and drops boxes with zero width or height (Detectron2), keeping
-/// the order. Cost O(D), in place.
+/// the order. `kept[i]` receives the index (before this call) of output detection i.
+/// Cost O(D), in place. Stateless.
 struct RescalePostprocess {
+  void reserve(const StageSizing&) {}
+
   void operator()(Size resized, Size original, Conventions conv, const PostprocessConfig& cfg,
-                  std::vector<Detection>& dets) const {
+                  std::vector<Detection>& dets, std::vector<int>& kept) const {
     float sx, sy;
     if (conv == Conventions::detectron2) {
       sx = float(double(original.width) / double(resized.width));
@@ -26,15 +30,17 @@ struct RescalePostprocess {
       sx = float(original.width) / float(resized.width);
       sy = float(original.height) / float(resized.height);
     }
-    std::size_t kept = 0;
+    kept.clear();
+    std::size_t n = 0;
     for (std::size_t i = 0; i < dets.size(); ++i) {
       Detection d = dets[i];
       d.box = Box{d.box.x1 * sx, d.box.y1 * sy, d.box.x2 * sx, d.box.y2 * sy};
       if (cfg.clip) d.box = clip_box(d.box, original);
       if (cfg.drop_empty && !big_enough(d.box, 0.f, false)) continue;
-      dets[kept++] = d;
+      dets[n++] = d;
+      kept.push_back(int(i));
     }
-    dets.resize(kept);
+    dets.resize(n);
   }
 };
 

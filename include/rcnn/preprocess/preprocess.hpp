@@ -29,16 +29,11 @@
 #include "rcnn/preprocess/pil_resize.hpp"
 #include "rcnn/preprocess/resize_shape.hpp"
 #include "rcnn/preprocess/torch_resize.hpp"
+#include "rcnn/stage_io.hpp"
 #include "rcnn/types.hpp"
 
 namespace rcnn {
 
-/// Sizes produced by a preprocessing policy.
-struct PreprocessResult {
-  Size original;  ///< input image size
-  Size resized;   ///< after resizing, before padding (the frame detections are produced in)
-  Size padded;    ///< the tensor's spatial size
-};
 
 namespace detail {
 
@@ -171,6 +166,11 @@ struct Detectron2Preprocess {
   PilResizeWorkspace workspace;       ///< resize coefficient tables and intermediate
   std::vector<std::uint8_t> resized;  ///< resized HWC bytes, reused
 
+  /// Capacity for an image resized to `s.resized`.
+  void reserve(const StageSizing& s) {
+    resized.reserve(std::size_t(s.resized.height) * std::size_t(s.resized.width) * 3);
+  }
+
   /// Fills `chw_out` with the [3, padded.height, padded.width] input tensor of `img`.
   /// `pad_to`: pad to exactly this size (static-shape modules) instead of size_divisibility.
   PreprocessResult operator()(const ImageView& img, const InputConfig& cfg,
@@ -219,6 +219,11 @@ struct TorchvisionPreprocess {
   /// ATen's interpolation kernel: `contiguous` for `to_tensor` / `read_image` images (the
   /// default), `channels_last` for e.g. `from_numpy(hwc).permute(2, 0, 1).float() / 255`.
   TorchMemoryFormat memory_format = TorchMemoryFormat::contiguous;
+
+  /// Capacity for an image of `s.image` pixels.
+  void reserve(const StageSizing& s) {
+    normalized.reserve(3 * std::size_t(s.image.height) * std::size_t(s.image.width));
+  }
 
   /// Fills `chw_out` with the [3, padded.height, padded.width] input tensor of `img`.
   /// `pad_to`: pad to exactly this size (static-shape modules) instead of size_divisibility.

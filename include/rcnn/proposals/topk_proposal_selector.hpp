@@ -13,17 +13,10 @@
 #include "../config.hpp"
 #include "../detail/topk.hpp"
 #include "../nms/batched_nms.hpp"
+#include "../stage_io.hpp"
 #include "../types.hpp"
 
 namespace rcnn {
-
-/// One RPN level of one image: objectness logits [A, H, W], deltas [4A, H, W] (channel
-/// 4a + (dx, dy, dw, dh)) and the level's anchors in (y * W + x) * A + a order.
-struct RpnLevelInput {
-  FeatureMap objectness;
-  FeatureMap deltas;
-  std::span<const Box> anchors;
-};
 
 /// Reusable scratch of the proposal selector (sized on the first image, then reused).
 struct ProposalWorkspace {
@@ -43,10 +36,23 @@ struct ProposalWorkspace {
 /// suppressed per level at `nms_threshold` and cut at `post_nms_topk`.
 /// Non-finite boxes or scores are dropped (Detectron2 does this at inference too).
 /// Output: proposals in descending score order, scores as ranked (logit or probability).
+/// The NMS policy is the detector's `rpn_nms` (scores it re-scores are the ones ranked).
+/// Stateful (owns its scratch): one instance per thread.
 struct TopKProposalSelector {
+  ProposalWorkspace ws;
+
+  /// Capacity for `s.rpn_candidates` candidates (at most `s.rpn_level_candidates` per level).
+  void reserve(const StageSizing& s) {
+    ws.candidates.boxes.reserve(s.rpn_candidates);
+    ws.candidates.scores.reserve(s.rpn_candidates);
+    ws.candidate_levels.reserve(s.rpn_candidates);
+    ws.keep.reserve(s.rpn_candidates);
+    ws.nms.reserve(s.rpn_candidates, s.rpn_level_candidates);
+  }
+
   template <class Nms>
   void operator()(std::span<const RpnLevelInput> levels, Size image, const RpnConfig& cfg,
-                  Nms& nms, ProposalWorkspace& ws, ScoredBoxes& out) const {
+                  Nms& nms, ScoredBoxes& out) {
     const BoxCoder coder{cfg.box_weights, cfg.scale_clamp};
     const bool use_sigmoid = cfg.nms_scores == RpnConfig::NmsScores::sigmoid;
     ws.candidates.clear();
@@ -65,7 +71,7 @@ struct TopKProposalSelector {
     ws.candidate_levels.reserve(most);
     ws.keep.reserve(most);
     ws.nms.reserve(most, most_per_level);
-    detail::reserve_nms(nms, most_per_level);
+    nms.reserve(most_per_level);
     const std::size_t most_out = std::min(most, std::size_t(std::max(cfg.post_nms_topk, 0)));
     out.boxes.reserve(most_out);
     out.scores.reserve(most_out);
@@ -102,7 +108,7 @@ struct TopKProposalSelector {
       }
     }
     batched_nms(nms, std::span<const Box>(ws.candidates.boxes),
-                std::span<const float>(ws.candidates.scores),
+                std::span<float>(ws.candidates.scores),
                 std::span<const int>(ws.candidate_levels), cfg.nms_threshold, ws.keep, ws.nms);
     const std::size_t k = std::min(ws.keep.size(), std::size_t(cfg.post_nms_topk));
     out.boxes.resize(k);

@@ -41,6 +41,8 @@ struct AtenRoIAlign {
   std::int64_t max_chunk_elements = std::int64_t(1) << 22;
   int num_threads = 0;
 
+  void reserve(std::size_t) {}  ///< LibTorch allocates its own tensors per call
+
   void operator()(std::span<const FeatureMap> maps, std::span<const float> spatial_scales,
                   std::span<const Box> rois, std::span<const int> levels,
                   const PoolerConfig& cfg, std::span<float> out) const {

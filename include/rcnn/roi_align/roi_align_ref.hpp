@@ -163,6 +163,8 @@ inline void check_roi_align_inputs(std::span<const FeatureMap> maps,
 /// Cost: O(R * C * P^2 * grid^2); the sample weights are recomputed for every channel
 /// (this is the plain reference; OmpRoIAlign shares them). No allocation; thread-safe.
 struct RoIAlignRef {
+  void reserve(std::size_t) {}  ///< stateless: nothing to size
+
   void operator()(std::span<const FeatureMap> maps, std::span<const float> spatial_scales,
                   std::span<const Box> rois, std::span<const int> levels,
                   const PoolerConfig& cfg, std::span<float> out) const {

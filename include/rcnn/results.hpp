@@ -1,0 +1,82 @@
+#pragma once
+/// \file results.hpp
+/// What a Detector returns: detections (and masks) per image, the stage times, and the
+/// optional trace of intermediate results. Framework-free.
+
+#include <cstddef>
+#include <vector>
+
+#include "mask/mask_types.hpp"
+#include "profiler.hpp"
+#include "types.hpp"
+
+namespace rcnn {
+
+/// Wall time of each stage of one call, in milliseconds (batch-level stages are divided
+/// evenly among the batch's images). Measured only when the detector's profiler policy is
+/// enabled (rcnn::StageProfiler); all zero with rcnn::NoProfiler, whose timing compiles away.
+/// The mask stages are 0 for Faster R-CNN bundles.
+struct StageTimes {
+  double preprocess = 0, backbone_rpn = 0, anchors = 0, proposals = 0, roi_align = 0,
+         box_head = 0, box_inference = 0, postprocess = 0;
+  /// Mask R-CNN: pooling the detections' mask features; the mask head network and each
+  /// detection's class channel through the sigmoid; pasting into the original image.
+  double mask_roi_align = 0, mask_head = 0, mask_paste = 0;
+
+  /// The field of a stage.
+  double& operator[](Stage s) {
+    double* fields[kNumStages] = {&preprocess,    &backbone_rpn, &anchors,        &proposals,
+                                  &roi_align,     &box_head,     &box_inference,  &postprocess,
+                                  &mask_roi_align, &mask_head,   &mask_paste};
+    return *fields[std::size_t(s)];
+  }
+  double operator[](Stage s) const { return const_cast<StageTimes&>(*this)[s]; }
+
+  double total() const {
+    double t = 0;
+    for (std::size_t i = 0; i < kNumStages; ++i) t += (*this)[Stage(int(i))];
+    return t;
+  }
+  /// (name, ms) pairs in the order of rcnn::Stage (profiler.hpp); `with_masks` false skips
+  /// the three mask stages.
+  template <class F>
+  void for_each(F&& f, bool with_masks = true) const {
+    const std::size_t n = with_masks ? kNumStages : kNumBoxStages;
+    for (std::size_t i = 0; i < n; ++i) f(stage_name(Stage(int(i))), (*this)[Stage(int(i))]);
+  }
+  /// Every field times `k` (per-image shares of a batch).
+  void scale(double k) {
+    for (std::size_t i = 0; i < kNumStages; ++i) (*this)[Stage(int(i))] *= k;
+  }
+};
+
+/// Detections of one image in original image coordinates, score descending.
+/// Mask R-CNN bundles: `masks[i]` is the binary instance mask of `detections[i]` in the
+/// original image, cropped to the window the paste evaluated (InstanceMask::expand or
+/// rcnn::cv_io::to_mat give the full H x W mask); `masks` is empty for Faster R-CNN bundles.
+struct DetectionResult {
+  Size image_size;    ///< original image
+  Size resized_size;  ///< what the network saw, before padding
+  std::vector<Detection> detections;
+  std::vector<InstanceMask> masks;
+  StageTimes timing;
+};
+
+/// Intermediate results of one image, recorded when a Trace is passed (tests, debugging).
+struct Trace {
+  std::vector<float> input;  ///< this image's normalised padded CHW input
+  Size padded;
+  std::vector<std::vector<Box>> anchors;  ///< per rpn level
+  ScoredBoxes proposals;
+  std::vector<int> box_levels;
+  std::vector<float> box_features;  ///< [P, C, R, R]
+  std::vector<Detection> detections_resized;
+  std::vector<int> kept;  ///< postprocess: index in detections_resized of each final detection
+  // Mask R-CNN bundles only (empty otherwise):
+  std::vector<int> mask_levels;      ///< per detection_resized, index into roi_levels
+  std::vector<float> mask_features;  ///< [D, C, P, P] the mask pooler's output
+  std::vector<float> mask_probs;     ///< [D, M, M] sigmoid of each detection's class channel
+  int mask_size = 0;                 ///< M
+};
+
+}  // namespace rcnn

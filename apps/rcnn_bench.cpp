@@ -32,7 +32,7 @@ namespace fs = std::filesystem;
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-using Detector = rcnn::AnyDetector<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::StageProfiler>;
+using Detector = rcnn::AnyDetector<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::WithProfiler>;
 
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
       rcnn::OmpRoIAlign roi;
       roi.num_threads = omp_threads;
       replicas.push_back(std::make_unique<Detector>(
-          rcnn::load<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::StageProfiler>(
+          rcnn::load<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::WithProfiler>(
               model, rcnn::TorchScriptOptions{intra_op}, roi)));
     }
     std::vector<std::mutex> locks(static_cast<std::size_t>(models));

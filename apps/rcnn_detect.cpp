@@ -59,6 +59,11 @@ nlohmann::ordered_json to_json(const std::string& image, const rcnn::DetectionRe
 
 }  // namespace
 
+/// The stages of rcnn-detect: each convention's defaults with the stage profiler and the
+/// OpenMP mask pastes.
+template <class S>
+using CliStages = rcnn::WithProfiler<rcnn::WithOmpPaste<S>>;
+
 int main(int argc, char** argv) {
   CLI::App app{
       "rcnn-detect: run an R-CNN model bundle (TorchScript modules + model.json) on images.\n"
@@ -122,10 +127,9 @@ int main(int argc, char** argv) {
     rcnn::OmpRoIAlign roi_align;
     roi_align.num_threads = threads;
     using Exec = rcnn::TorchScriptExec;
-    // StageProfiler: a few additions per image; printed with --profile. OmpPasteModifier: the
+    // StageProfiler: a few additions per image; printed with --profile. WithOmpPaste: the
     // OpenMP mask pastes (bit-identical to the references), on --threads threads.
-    using Any =
-        rcnn::AnyDetector<Exec, rcnn::OmpRoIAlign, rcnn::StageProfiler, rcnn::OmpPasteModifier>;
+    using Any = rcnn::AnyDetector<Exec, rcnn::OmpRoIAlign, CliStages>;
     auto make = [&]() -> Any {
       if (cfg.conventions == rcnn::Conventions::torchvision)
         return Any(Any::TorchvisionDetector(cfg, std::move(exec), roi_align));

@@ -1,6 +1,7 @@
-// 02: customise one stage by deriving from a stage bundle. Here: a class-agnostic NMS
-// policy that wraps the reference NMS and counts how many boxes it suppressed, plugged into
-// a Detectron2 detector with the OpenMP RoIAlign kernel.
+// 02: customise one stage by deriving from a stage bundle. Here: an NMS policy that wraps
+// the reference NMS and counts how many boxes it suppressed, in the box head's slot
+// (`box_nms`: per-class NMS; the RPN keeps its own `rpn_nms`), in a Detectron2 detector
+// with the OpenMP RoIAlign kernel.
 //   build/bin/example-02_custom_stage BUNDLE_DIR IMAGE
 #include <cstdio>
 
@@ -10,10 +11,11 @@
 #include <rcnn/io/bundle.hpp>
 #include <rcnn/roi_align/omp_roi_align.hpp>
 
-/// Satisfies rcnn::NmsPolicy: same contract as rcnn::GreedyNms.
+/// Satisfies rcnn::NmsPolicy: same contract as rcnn::GreedyNms (no re-scoring, no scratch).
 struct CountingNms {
   rcnn::GreedyNms inner;
   std::size_t suppressed = 0;
+  void reserve(std::size_t) {}
   void operator()(std::span<const rcnn::Box> boxes, std::span<const float> scores, double iou,
                   std::vector<int>& keep) {
     inner(boxes, scores, iou, keep);
@@ -22,7 +24,7 @@ struct CountingNms {
 };
 
 struct MyStages : rcnn::Detectron2Stages {
-  using nms = CountingNms;
+  using box_nms = CountingNms;
 };
 
 int main(int argc, char** argv) {
@@ -40,8 +42,8 @@ int main(int argc, char** argv) {
     cv::Mat image = rcnn::cv_io::read_image(argv[2]);
     cv::Mat storage;
     const auto result = det(rcnn::cv_io::view(image, storage));
-    std::printf("%zu detections; NMS suppressed %zu boxes\n", result.detections.size(),
-                det.nms().suppressed);
+    std::printf("%zu detections; the box head's NMS suppressed %zu boxes\n",
+                result.detections.size(), det.stages().box_nms.suppressed);
   } catch (const rcnn::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -22,8 +22,7 @@ int main(int argc, char** argv) {
   try {
     rcnn::OmpRoIAlign roi;
     roi.num_threads = 2;
-    auto det = rcnn::load<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::NoProfiler,
-                          rcnn::OmpPasteModifier>(argv[1], {/*intra_op_threads=*/2}, roi);
+    auto det = rcnn::load<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::WithOmpPaste>(argv[1], {/*intra_op_threads=*/2}, roi);
     if (!det.has_masks()) {
       std::fprintf(stderr, "%s is not a Mask R-CNN bundle (model.json architecture)\n", argv[1]);
       return 1;

@@ -60,15 +60,7 @@ class Detector {
 
   /// True when every stage of the bundle can be default-constructed (else the stages must
   /// be passed to the constructor).
-  static constexpr bool default_stages =
-      std::default_initializable<typename Stages::preprocess> &&
-      std::default_initializable<typename Stages::anchor_generator> &&
-      std::default_initializable<typename Stages::rpn_nms> &&
-      std::default_initializable<typename Stages::proposal_selector> &&
-      std::default_initializable<typename Stages::box_nms> &&
-      std::default_initializable<typename Stages::box_inference> &&
-      std::default_initializable<typename Stages::postprocess> &&
-      std::default_initializable<mask_paste_type> && std::default_initializable<profiler_type>;
+  static constexpr bool default_stages = stages_default_constructible<Stages>;
 
   Detector(ModelConfig config, Exec exec, RoIAlign roi_align, StageSet<Stages> stages)
       : cfg_(std::move(config)),
@@ -130,7 +122,7 @@ class Detector {
                        std::size_t((padded.width + stride - 1) / stride));
     input_.reserve(batch, padded);
     anchors_.reserve(cfg_, cells_);
-    StageSizing s = sizing(batch, cells_);
+    StageSizing s = stage_sizing(cfg_, batch, cells_);
     s.image = image;
     s.resized = resized;
     reserve(s);
@@ -323,32 +315,13 @@ class Detector {
     else return std::declval<StageSet<Stages>>();
   }
 
-  /// The largest work a batch of n images with `cells[l]` cells on RPN level l can bring.
-  StageSizing sizing(std::size_t n, std::span<const std::size_t> cells) const {
-    StageSizing s;
-    s.images = n;
-    s.rpn_levels = cells.size();
-    const std::size_t pre = std::size_t(std::max(cfg_.rpn.pre_nms_topk, 0));
-    for (std::size_t l = 0; l < cells.size(); ++l) {
-      const std::size_t m =
-          std::min(cells[l] * std::size_t(cfg_.anchors.anchors_per_cell(l)), pre);
-      s.rpn_candidates += m;
-      s.rpn_level_candidates = std::max(s.rpn_level_candidates, m);
-    }
-    s.proposals = std::min(s.rpn_candidates, std::size_t(std::max(cfg_.rpn.post_nms_topk, 0)));
-    s.num_classes = cfg_.roi_heads.num_classes;
-    s.box_candidates = s.proposals * std::size_t(std::max(s.num_classes, 0));
-    s.detections = std::size_t(std::max(cfg_.roi_heads.detections_per_image, 0));
-    return s;
-  }
-
   /// Sizes the buffers for the most proposals an image of this batch's size can have, so
   /// that no later image of the size grows one. A few comparisons once they are that large.
   void reserve_batch(std::size_t n) {
     cells_.clear();
     for (const TensorView& o : backbone_.objectness)
       cells_.push_back(std::size_t(o.shape[2] * o.shape[3]));
-    StageSizing s = sizing(n, cells_);
+    StageSizing s = stage_sizing(cfg_, n, cells_);
     s.image = input_.image(0).original;
     s.resized = input_.image(0).resized;
     reserve(s);

@@ -7,7 +7,10 @@
 /// `rcnn::StageSet<MyStages>{.box_nms = MySoftNms(0.5f)}` (Detector's constructor,
 /// rcnn::load).
 
+#include <algorithm>
 #include <concepts>
+#include <cstddef>
+#include <span>
 #include <type_traits>
 
 #include "anchors/grid_anchor_generator.hpp"
@@ -100,5 +103,38 @@ struct StageSet {
     f(mask_paste);
   }
 };
+
+/// True when every stage of bundle `S` can be default-constructed (a StageSet<S>{} exists).
+template <class S>
+inline constexpr bool stages_default_constructible =
+    std::default_initializable<typename S::preprocess> &&
+    std::default_initializable<typename S::anchor_generator> &&
+    std::default_initializable<typename S::rpn_nms> &&
+    std::default_initializable<typename S::proposal_selector> &&
+    std::default_initializable<typename S::box_nms> &&
+    std::default_initializable<typename S::box_inference> &&
+    std::default_initializable<typename S::postprocess> &&
+    std::default_initializable<typename S::mask_paste> &&
+    std::default_initializable<typename S::profiler>;
+
+/// The largest work a batch of `n` images can bring to each stage, for a bundle `cfg` whose
+/// RPN level l has `cells[l]` grid cells.
+inline StageSizing stage_sizing(const ModelConfig& cfg, std::size_t n,
+                                std::span<const std::size_t> cells) {
+  StageSizing s;
+  s.images = n;
+  s.rpn_levels = cells.size();
+  const std::size_t pre = std::size_t(std::max(cfg.rpn.pre_nms_topk, 0));
+  for (std::size_t l = 0; l < cells.size(); ++l) {
+    const std::size_t m = std::min(cells[l] * std::size_t(cfg.anchors.anchors_per_cell(l)), pre);
+    s.rpn_candidates += m;
+    s.rpn_level_candidates = std::max(s.rpn_level_candidates, m);
+  }
+  s.proposals = std::min(s.rpn_candidates, std::size_t(std::max(cfg.rpn.post_nms_topk, 0)));
+  s.num_classes = cfg.roi_heads.num_classes;
+  s.box_candidates = s.proposals * std::size_t(std::max(s.num_classes, 0));
+  s.detections = std::size_t(std::max(cfg.roi_heads.detections_per_image, 0));
+  return s;
+}
 
 }  // namespace rcnn

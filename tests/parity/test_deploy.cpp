@@ -355,6 +355,7 @@ namespace {
 /// A preprocessing policy that ignores pad_to (pads to multiples of 32 only).
 struct IgnoresPadTo {
   rcnn::Detectron2Preprocess inner;
+  void reserve(const rcnn::StageSizing& s) { inner.reserve(s); }
   rcnn::PreprocessResult operator()(const rcnn::ImageView& img, const rcnn::InputConfig& cfg,
                                     std::vector<float>& out, std::optional<rcnn::Size>) {
     return inner(img, cfg, out, std::nullopt);
@@ -441,7 +442,7 @@ TEST_CASE("profiler: StageProfiler records every stage, calls and shares") {
   CHECK(both.total_ms() == 0);
 
   // Through rcnn::load (AnyDetector) as rcnn-detect and rcnn-bench use it.
-  auto any = rcnn::load<rcnn::TorchScriptExec, rcnn::RoIAlignRef, rcnn::StageProfiler>(kFixed);
+  auto any = rcnn::load<rcnn::TorchScriptExec, rcnn::RoIAlignRef, rcnn::WithProfiler>(kFixed);
   Photo img(photo("fruits"));
   any(img.view);
   CHECK(any.profiler().images() == 1);

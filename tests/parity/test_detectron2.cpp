@@ -33,7 +33,7 @@ TEST_CASE("detectron2 fixtures: model.json describes the modules") {
 
 TEST_CASE("detectron2: a torchvision stage bundle refuses a detectron2 bundle") {
   CHECK_THROWS_WITH_AS(
-      (rcnn::load_as<rcnn::TorchScriptExec, rcnn::RoIAlignRef, rcnn::TorchvisionStages>(
+      (rcnn::load<rcnn::TorchScriptExec, rcnn::RoIAlignRef, rcnn::TorchvisionStages>(
           kD2 / "narrow_r101_fpn_shortest_edge")),
       doctest::Contains("conventions"), rcnn::Error);
 }

@@ -28,7 +28,7 @@ TEST_CASE("torchvision: a detectron2 stage bundle refuses a torchvision bundle")
   const auto all = cases();
   REQUIRE(!all.empty());
   CHECK_THROWS_WITH_AS(
-      (rcnn::load_as<rcnn::TorchScriptExec, rcnn::RoIAlignRef, rcnn::Detectron2Stages>(all[0].first)),
+      (rcnn::load<rcnn::TorchScriptExec, rcnn::RoIAlignRef, rcnn::Detectron2Stages>(all[0].first)),
       doctest::Contains("conventions"), rcnn::Error);
 }
 

@@ -37,7 +37,7 @@ using Exec = rcnn::TorchScriptExec;
 using D2Detector = rcnn::Detector<Exec, rcnn::RoIAlignRef, rcnn::Detectron2Stages>;
 
 D2Detector load_d2(const fs::path& dir) {
-  return rcnn::load_as<Exec, rcnn::RoIAlignRef, rcnn::Detectron2Stages>(dir, {1});
+  return rcnn::load<Exec, rcnn::RoIAlignRef, rcnn::Detectron2Stages>(dir, {1});
 }
 
 /// The message of running the bundle in `dir` on one image (loading included).

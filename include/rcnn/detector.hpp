@@ -45,8 +45,8 @@ namespace rcnn {
 /// exactly that many rows per call (zero rows appended, their outputs ignored).
 /// Per-RoI heads (Mask R-CNN's mask head) pool the detections of box inference, run through
 /// the executor, and follow the detections that postprocessing keeps by index.
-/// Profiling: `Stages::profiler` (NoProfiler: compiled out) receives every step's time and
-/// call count per batch; `DetectionResult::timing` is filled only when it is enabled.
+/// Timing: every step is timed into `DetectionResult::timing`; `Stages::profiler`
+/// (NoProfiler: compiled out) also receives every step's time and call count per batch.
 template <class Exec, class RoIAlign = RoIAlignRef, class Stages = Detectron2Stages>
   requires Executor<Exec> && RoIAlignPolicy<RoIAlign> && StageBundle<Stages>
 class Detector {

@@ -77,6 +77,21 @@ class Detector {
   Detector(ModelConfig config, Exec exec, RoIAlign roi_align = RoIAlign{})
       : Detector(std::move(config), std::move(exec), std::move(roi_align), make_stages()) {}
 
+  /// Whether this Detector type can run the bundle `cfg` (conventions, Mask R-CNN executor
+  /// and paste convention, RoI levels), without building one (CUTLASS's `can_implement`);
+  /// `why`, when given, receives the one-line reason it cannot.
+  static bool can_implement(const ModelConfig& cfg, std::string* why = nullptr) {
+    try {
+      check_conventions(cfg);
+      detail::require(!cfg.backbone.roi_strides.empty(), "model.json: backbone.roi_levels is empty");
+      MaskHeadStep::check<Exec, mask_paste_type>(cfg);
+      return true;
+    } catch (const Error& e) {
+      if (why) *why = e.what();
+      return false;
+    }
+  }
+
   /// True when the bundle is a Mask R-CNN (detections carry masks).
   bool has_masks() const { return cfg_.architecture == Architecture::mask_rcnn; }
 

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -141,6 +142,18 @@ TEST_CASE("batched_nms: a re-scoring policy's scores are written back and order 
   rcnn::batched_nms(nms, boxes, scores, groups, 0.5, keep, ws);
   CHECK(scores == std::vector<float>{0.9f, 0.4f, 0.7f, 0.3f});
   CHECK(keep == std::vector<int>{0, 2, 1, 3});
+}
+
+TEST_CASE("can_implement: the set-up checks without building a detector") {
+  using D2 = rcnn::Detector<rcnn_test::FakeExec, rcnn::RoIAlignRef, rcnn::Detectron2Stages>;
+  using Tv = rcnn::Detector<rcnn_test::FakeExec, rcnn::RoIAlignRef, rcnn::TorchvisionStages>;
+  const rcnn::ModelConfig cfg = fixture_config();
+  std::string why;
+  CHECK(D2::can_implement(cfg, &why));
+  CHECK(why.empty());
+  CHECK(!Tv::can_implement(cfg, &why));
+  CHECK(why.find("conventions") != std::string::npos);
+  CHECK_THROWS_AS(Tv(cfg, rcnn_test::FakeExec(cfg)), rcnn::Error);  // the constructor agrees
 }
 
 TEST_CASE("set_threads and reserve_for") {

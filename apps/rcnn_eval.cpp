@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_out,
                  "also write the numbers to this file: {\"bbox\": {\"AP\": ..., ...}, \"segm\": ...} "
                  "(full precision)");
-  app.add_flag("--per-category", per_category, "also print the AP of each category");
+  app.add_flag("--per-category", per_category,
+               "also print the AP and AP50 of each category (area all, maxDets 100)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -69,17 +70,20 @@ int main(int argc, char** argv) {
       for (std::size_t i = 0; i < 12; ++i) j[rcnn::coco::Evaluation::stat_names[i]] = ev.stats[i];
       if (per_category) {
         const std::vector<double> ap = rcnn::coco::per_category_ap(ev);
-        nlohmann::ordered_json per = nlohmann::ordered_json::object();
-        std::printf("  %-8s %-24s %s\n", "id", "category", "AP");
+        const std::vector<double> ap50 = rcnn::coco::per_category_ap(ev, 0.5);
+        nlohmann::ordered_json per = nlohmann::ordered_json::object(), per50 = per;
+        std::printf("  %-8s %-24s %-6s %s\n", "id", "category", "AP", "AP50");
         for (std::size_t k = 0; k < ap.size(); ++k) {
           std::string name;
           for (const auto& c : gt.categories)
             if (c.id == ev.category_ids[k]) name = c.name;
-          std::printf("  %-8lld %-24s %.3f\n", static_cast<long long>(ev.category_ids[k]),
-                      name.c_str(), ap[k]);
+          std::printf("  %-8lld %-24s %6.3f %6.3f\n", static_cast<long long>(ev.category_ids[k]),
+                      name.c_str(), ap[k], ap50[k]);
           per[std::to_string(ev.category_ids[k])] = ap[k];
+          per50[std::to_string(ev.category_ids[k])] = ap50[k];
         }
         j["per_category_AP"] = per;
+        j["per_category_AP50"] = per50;
       }
       all[rcnn::coco::iou_type_name(type)] = j;
     }

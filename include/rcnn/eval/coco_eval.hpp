@@ -622,15 +622,18 @@ inline std::string summary_table(const Evaluation& ev) {
   return out;
 }
 
-/// AP per category (area "all", maxDets 100, mean over IoU thresholds and recall points), in
-/// `category_ids` order; -1 for a category without ground truth.
-inline std::vector<double> per_category_ap(const Evaluation& ev) {
+/// AP per category (area "all", the largest maxDets, mean over recall points and the IoU
+/// thresholds, or only the threshold equal to `iou` when given), in `category_ids` order; -1
+/// for a category without ground truth.
+inline std::vector<double> per_category_ap(const Evaluation& ev, std::optional<double> iou = std::nullopt) {
   std::vector<double> out;
   const std::size_t m = ev.M() - 1;
   for (std::size_t k = 0; k < ev.K(); ++k) {
     std::vector<double> v;
-    for (std::size_t t = 0; t < ev.T(); ++t)
+    for (std::size_t t = 0; t < ev.T(); ++t) {
+      if (iou && ev.params.iou_thresholds[t] != *iou) continue;
       for (std::size_t r = 0; r < ev.R(); ++r) v.push_back(ev.precision_at(t, r, k, 0, m));
+    }
     out.push_back(detail_eval::mean_of_valid(v));
   }
   return out;

@@ -820,6 +820,11 @@ TEST_CASE("bundle: category_ids (optional dataset id per class)") {
     doc["category_ids"][5] = 1.5;
     CHECK(contains(error_of([&] { rcnn::parse_model_json(doc.dump()); }), "category_ids[5]"));
     doc["category_ids"] = coco_ids;
+    doc["category_ids"][4] = -3;
+    e = error_of([&] { rcnn::parse_model_json(doc.dump()); });
+    CHECK(contains(e, "category_ids[4]"));
+    CHECK(contains(e, ">= 0"));
+    doc["category_ids"] = coco_ids;
     doc["category_ids"][7] = coco_ids[2];
     e = error_of([&] { rcnn::parse_model_json(doc.dump()); });
     CHECK(contains(e, "category_ids[7]"));

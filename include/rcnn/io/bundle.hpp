@@ -1,8 +1,8 @@
 #pragma once
 /// \file bundle.hpp
 /// Reads and validates a model bundle: a directory with `model.json` and the TorchScript
-/// module files it names. Format: docs/reference/bundle-format.md (version 1 as written in the
-/// fixtures' BUNDLE-v1.md, plus rcnn's optional keys).
+/// module files it names. Format (version 1, with rcnn's optional keys):
+/// docs/reference/bundle-format.md.
 ///
 /// Every problem is thrown as one `rcnn::Error` whose `what()` is a single line naming the
 /// file, the JSON key path and the expected versus the actual value, e.g.
@@ -683,7 +683,8 @@ inline ModelConfig parse_model_json(std::string_view json_text,
         ids->fail("expected " + std::to_string(cfg.classes.size()) +
                   " category ids (one per class, roi_heads.num_classes), got " + std::to_string(n));
       for (std::size_t i = 0; i < n; ++i) {
-        const std::int64_t id = detail::read_integer(ids->element(i), "an integer category id");
+        const std::int64_t id = detail::read_integer(ids->element(i), "an integer category id >= 0");
+        if (id < 0) ids->element(i).expected_value("an integer category id >= 0");
         for (std::size_t j = 0; j < i; ++j)
           if (cfg.category_ids[j] == id)
             ids->element(i).fail("category id " + std::to_string(id) + " repeats element " +

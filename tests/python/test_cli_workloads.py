@@ -158,14 +158,18 @@ class WorkloadTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0)
         self.assertEqual(p.stderr, "")
 
+    def same_as_reference(self, jsonl_lines):
+        """Each JSON line's detections equal the reference run's for its image."""
+        for line in jsonl_lines:
+            e = json.loads(line)
+            self.same_detections(e["detections"], self.reference[e["image"]]["detections"])
+
     def test_jsonl_streams_the_same_results(self):
         p = self.run_cli("-q", "--threads", "1", "--format", "jsonl", self.data)
         self.assertEqual(p.returncode, 0, p.stderr)
         lines = p.stdout.splitlines()
         self.assertEqual(len(lines), 30)
-        for line in lines:
-            e = json.loads(line)
-            self.same_detections(e["detections"], self.reference[e["image"]]["detections"])
+        self.same_as_reference(lines)
 
     def test_interrupt_keeps_complete_lines(self):
         out = self.path("interrupted.jsonl")
@@ -184,9 +188,7 @@ class WorkloadTest(unittest.TestCase):
         lines = text.splitlines()
         self.assertGreaterEqual(len(lines), 1)
         self.assertLess(len(lines), 90)
-        for line in lines:
-            e = json.loads(line)
-            self.same_detections(e["detections"], self.reference[e["image"]]["detections"])
+        self.same_as_reference(lines)
 
     def test_keep_going_over_a_corrupt_image(self):
         folder = self.path("with_corrupt")

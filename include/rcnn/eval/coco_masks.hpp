@@ -119,6 +119,39 @@ inline CocoRle rle_from_polygon(std::span<const double> xy, int h, int w) {
   return r;
 }
 
+namespace detail_masks {
+
+/// Walks the runs of two RLEs of one size together, as pycocotools' merge and IoU do: for each
+/// stretch of `c` pixels calls `step(c, va, vb, va_next, vb_next, last)` with the two masks'
+/// values over the stretch and after it (`last`: the stretch ends both masks).
+template <class Step>
+void walk_runs(const std::vector<std::uint32_t>& a, const std::vector<std::uint32_t>& b, Step&& step) {
+  std::uint32_t ca = a.empty() ? 0 : a[0], cb = b.empty() ? 0 : b[0];
+  bool va = false, vb = false;
+  std::size_t ia = 1, ib = 1;
+  std::uint64_t ct = 1;
+  while (ct > 0) {
+    const std::uint32_t c = std::min(ca, cb);
+    const bool va0 = va, vb0 = vb;
+    ct = 0;
+    ca -= c;
+    if (!ca && ia < a.size()) {
+      ca = a[ia++];
+      va = !va;
+    }
+    ct += ca;
+    cb -= c;
+    if (!cb && ib < b.size()) {
+      cb = b[ib++];
+      vb = !vb;
+    }
+    ct += cb;
+    step(c, va0, vb0, va, vb, ct == 0);
+  }
+}
+
+}  // namespace detail_masks
+
 /// Union of masks of one size (pycocotools `merge(..., intersect=0)`). Masks of different
 /// sizes give an empty 0 x 0 RLE, as pycocotools does.
 inline CocoRle rle_union(const std::vector<CocoRle>& rles) {
@@ -130,34 +163,18 @@ inline CocoRle rle_union(const std::vector<CocoRle>& rles) {
     const CocoRle& b = rles[i];
     if (b.height != h || b.width != w) return {};
     std::vector<std::uint32_t> out;
-    std::uint32_t ca = acc.empty() ? 0 : acc[0], cb = b.counts.empty() ? 0 : b.counts[0];
-    bool va = false, vb = false, v = false;
-    std::size_t ia = 1, ib = 1;
+    bool v = false;
     std::uint32_t cc = 0;
-    std::uint64_t ct = 1;
-    while (ct > 0) {
-      const std::uint32_t c = std::min(ca, cb);
+    // A run ends where the union's value after a stretch differs from the one before.
+    detail_masks::walk_runs(acc, b.counts, [&](std::uint32_t c, bool, bool, bool va, bool vb, bool last) {
       cc += c;
-      ct = 0;
-      ca -= c;
-      if (!ca && ia < acc.size()) {
-        ca = acc[ia++];
-        va = !va;
-      }
-      ct += ca;
-      cb -= c;
-      if (!cb && ib < b.counts.size()) {
-        cb = b.counts[ib++];
-        vb = !vb;
-      }
-      ct += cb;
       const bool vp = v;
       v = va || vb;
-      if (v != vp || ct == 0) {
+      if (v != vp || last) {
         out.push_back(cc);
         cc = 0;
       }
-    }
+    });
     acc = std::move(out);
   }
   return CocoRle{h, w, std::move(acc)};
@@ -206,30 +223,13 @@ inline double mask_iou(const CocoRle& d, const CocoRle& g, const XywhBox& d_box,
                        const XywhBox& g_box, bool crowd) {
   if (!(box_iou(d_box, g_box, crowd) > 0)) return 0.0;
   if (d.height != g.height || d.width != g.width) return -1.0;
-  std::uint32_t ca = d.counts[0], cb = g.counts[0], i = 0, u = 0;
-  bool va = false, vb = false;
-  std::size_t a = 1, b = 1;
-  std::uint64_t ct = 1;
-  while (ct > 0) {
-    const std::uint32_t c = std::min(ca, cb);
+  std::uint32_t i = 0, u = 0;
+  detail_masks::walk_runs(d.counts, g.counts, [&](std::uint32_t c, bool va, bool vb, bool, bool, bool) {
     if (va || vb) {
       u += c;
       if (va && vb) i += c;
     }
-    ct = 0;
-    ca -= c;
-    if (!ca && a < d.counts.size()) {
-      ca = d.counts[a++];
-      va = !va;
-    }
-    ct += ca;
-    cb -= c;
-    if (!cb && b < g.counts.size()) {
-      cb = g.counts[b++];
-      vb = !vb;
-    }
-    ct += cb;
-  }
+  });
   if (i == 0)
     u = 1;
   else if (crowd)

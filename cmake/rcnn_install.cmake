@@ -40,9 +40,11 @@ install(FILES ${PROJECT_BINARY_DIR}/rcnnConfig.cmake ${PROJECT_BINARY_DIR}/rcnnC
 configure_file(${CMAKE_CURRENT_LIST_DIR}/rcnn.pc.in ${PROJECT_BINARY_DIR}/rcnn.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/rcnn.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
+# OPTIONAL: the programs that were built (`cmake --build build --target rcnn-detect` is enough
+# to install rcnn-detect and the library).
 foreach(_app rcnn-detect rcnn-bench rcnn-eval)
   if(TARGET ${_app})
-    install(TARGETS ${_app} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+    install(TARGETS ${_app} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} OPTIONAL)
   endif()
 endforeach()
 

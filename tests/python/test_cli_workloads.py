@@ -281,6 +281,29 @@ class WorkloadTest(unittest.TestCase):
                    [(2, 7 + 2 * d["class_id"]) for d in self.reference[image]["detections"]]
         self.assertEqual([(r["image_id"], r["category_id"]) for r in results], expected)
 
+    def test_coco_masks(self):
+        # A Mask R-CNN bundle: each COCO result carries the same RLE as the JSON output.
+        bundle = os.path.join(ROOT, "tests", "data", "detectron2", "narrow_mask_rcnn_r101_fpn_shortest_edge")
+        image = os.path.join(ROOT, "tests", "data", "detectron2", "narrow_r101_fpn_shortest_edge", "cases",
+                             "fruits", "image.jpg")
+        with open(os.path.join(bundle, "model.json")) as f:
+            classes = json.load(f)["classes"]
+        ann_path = self.path("mask_instances.json")
+        with open(ann_path, "w") as f:
+            json.dump({"images": [{"id": 42, "file_name": "image.jpg", "height": 1, "width": 1}],
+                       "categories": [{"id": 100 + k, "name": n} for k, n in enumerate(classes)]}, f)
+        run = lambda *a: subprocess.run([DETECT, "-m", bundle, "-q", "--threads", "1", *a, image],
+                                        capture_output=True, text=True, timeout=600)
+        p_json, p_coco = run(), run("--format", "coco", "--coco-annotations", ann_path)
+        self.assertEqual(p_json.returncode, 0, p_json.stderr)
+        self.assertEqual(p_coco.returncode, 0, p_coco.stderr)
+        dets, results = json.loads(p_json.stdout)[0]["detections"], json.loads(p_coco.stdout)
+        self.assertGreater(len(dets), 0)
+        self.assertEqual(len(results), len(dets))
+        for d, r in zip(dets, results):
+            self.assertEqual((r["image_id"], r["category_id"]), (42, 100 + d["class_id"]))
+            self.assertEqual(r["segmentation"], d["segmentation"])
+
     def test_draw_keeps_relative_paths_and_never_overwrites_inputs(self):
         cwd = self.tmp
         out = self.path("drawn")

@@ -33,7 +33,9 @@ test: build
 test-python: deps
 	PYTHONPATH=tools $(PYTHON) -m unittest discover -s tests/python -v
 
-demo: build
+# Builds only what the demo runs (rcnn-detect), not the tests.
+demo: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target rcnn-detect
 	@mkdir -p $(BUILD)/demo
 	$(BUILD)/bin/rcnn-detect --model $(DEMO_MODEL) --score-threshold $(DEMO_SCORE) --threads $(DEMO_THREADS) --profile \
 	  --draw $(BUILD)/demo --output $(BUILD)/demo/results.json $(DEMO_IMAGES)

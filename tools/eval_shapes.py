@@ -1,14 +1,12 @@
 #!/usr/bin/python3
 """Evaluate a shapes bundle (tools/train_shapes.py) on held-out generated images, through the
 C++ runtime (rcnn-detect) and through torchvision's eager model with the same weights, with
-COCO-style box AP written here (Debian has no pycocotools):
+COCO box AP computed by rcnn's own evaluator, rcnn-eval (equal to pycocotools' COCOeval,
+which Debian does not package; --eval, default: beside --detect):
 
-* per class and IoU threshold t in 0.50, 0.55, ..., 0.95: detections of all images sorted by
-  score (at most 100 per image and class), each matched greedily to the unmatched ground-truth
-  box of highest IoU >= t; precision made monotone; AP = mean precision at the 101 recall
-  points 0, 0.01, ..., 1 (0 where the recall is not reached), as pycocotools' COCOeval with
-  areaRng "all" and no crowd boxes;
-* mAP@0.5 = mean over classes at t = 0.5; mAP@[.5:.95] = mean over classes and thresholds.
+* mAP@[.5:.95] = COCOeval's AP (mean over classes, IoU thresholds 0.50:0.05:0.95 and the 101
+  recall points; area "all", at most 100 detections per image and class, no crowd boxes);
+* mAP@0.5 = COCOeval's AP50; per class: rcnn-eval --per-category.
 
     /usr/bin/python3 tools/eval_shapes.py --bundle models/shapes --detect build/bin/rcnn-detect
 
@@ -36,9 +34,6 @@ import numpy as np  # noqa: E402
 
 import shapes_data  # noqa: E402
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)
-MAX_DETS = 100
 
 
 def log(message: str) -> None:
@@ -46,7 +41,7 @@ def log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# COCO-style AP
+# COCO box AP, by rcnn-eval (rcnn/eval/coco_eval.hpp)
 # --------------------------------------------------------------------------------------------
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,25 +59,18 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def average_precision(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> float:
-    """101-point interpolated AP of one class at one IoU threshold (-1 when num_gt == 0)."""
-    if num_gt == 0:
-        return -1.0
-    order = np.argsort(-scores, kind="mergesort")
-    tp = tp[order].astype(np.float64)
-    tps = np.cumsum(tp)
-    fps = np.cumsum(1.0 - tp)
-    recall = tps / num_gt
-    precision = tps / (tps + fps + np.spacing(1))  # as COCOeval.accumulate
-    # monotone (non-increasing) precision envelope
-    for i in range(len(precision) - 1, 0, -1):
-        if precision[i] > precision[i - 1]:
-            precision[i - 1] = precision[i]
-    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
-    q = np.zeros(len(RECALL_POINTS))
-    valid = idx < len(precision)
-    q[valid] = precision[idx[valid]]
-    return float(q.mean())
+def find_evaluator() -> str:
+    """rcnn-eval: $RCNN_EVAL, else <build>/bin/rcnn-eval ($RCNN_BUILD_DIR, default build/ of the
+    checkout this script is in)."""
+    if os.environ.get("RCNN_EVAL"):
+        return os.environ["RCNN_EVAL"]
+    root = os.path.dirname(os.path.abspath(__file__))
+    while root != os.path.dirname(root) and not os.path.isdir(os.path.join(root, "include", "rcnn")):
+        root = os.path.dirname(root)
+    return os.path.join(os.environ.get("RCNN_BUILD_DIR", os.path.join(root, "build")), "bin", "rcnn-eval")
+
+
+EVALUATOR: Optional[str] = None  # set by --eval; find_evaluator() when None
 
 
 def coco_map(samples: Sequence[Any], detections: Sequence[Dict[str, np.ndarray]],
@@ -90,46 +78,47 @@ def coco_map(samples: Sequence[Any], detections: Sequence[Dict[str, np.ndarray]]
     """``samples``: ground truth with ``boxes`` [N, 4] and ``labels`` [N] (1..K);
     ``detections``: per image ``boxes`` [M, 4], ``scores`` [M], ``labels`` [M] (1..K).
     Returns map50, map (over .5:.95), per-class AP@0.5 and AP@[.5:.95] (classes with ground
-    truth only)."""
+    truth only), from rcnn-eval on a COCO annotation file and results file written here."""
     names = shapes_data.CLASSES
-    ap = np.full((num_classes, len(IOU_THRESHOLDS)), -1.0)
-    for c in range(1, num_classes + 1):
-        tps: List[np.ndarray] = []
-        scores: List[np.ndarray] = []
-        num_gt = 0
-        for gt, det in zip(samples, detections):
-            g = np.asarray(gt.boxes)[np.asarray(gt.labels) == c]
-            keep = np.asarray(det["labels"]) == c
-            d = np.asarray(det["boxes"])[keep]
-            s = np.asarray(det["scores"])[keep]
-            order = np.argsort(-s, kind="mergesort")[:MAX_DETS]
-            d, s = d[order], s[order]
-            num_gt += len(g)
-            ious = box_iou(d, g)
-            tp = np.zeros((len(IOU_THRESHOLDS), len(d)))
-            for ti, t in enumerate(IOU_THRESHOLDS):
-                matched = np.zeros(len(g), bool)
-                for di in range(len(d)):
-                    best, best_iou = -1, min(t, 1 - 1e-10)
-                    for gi in range(len(g)):
-                        if matched[gi] or ious[di, gi] < best_iou:
-                            continue
-                        best, best_iou = gi, ious[di, gi]
-                    if best >= 0:
-                        matched[best] = True
-                        tp[ti, di] = 1
-            tps.append(tp)
-            scores.append(s)
-        tp_all = np.concatenate(tps, axis=1) if tps else np.zeros((len(IOU_THRESHOLDS), 0))
-        s_all = np.concatenate(scores) if scores else np.zeros(0)
-        for ti in range(len(IOU_THRESHOLDS)):
-            ap[c - 1, ti] = average_precision(tp_all[ti], s_all, num_gt)
-    present = ap[:, 0] >= 0
+    evaluator = EVALUATOR or find_evaluator()
+    if not os.path.exists(evaluator):
+        raise RuntimeError(f"{evaluator} not found (build it: cmake --build build --target rcnn-eval)")
+
+    def xywh(b):
+        x1, y1, x2, y2 = (float(v) for v in b)
+        return [x1, y1, x2 - x1, y2 - y1]
+
+    gt: Dict[str, Any] = {"images": [], "annotations": [],
+                          "categories": [{"id": c, "name": names[c - 1] if c - 1 < len(names) else str(c)}
+                                         for c in range(1, num_classes + 1)]}
+    results = []
+    for i, (s, det) in enumerate(zip(samples, detections)):
+        h, w = np.asarray(s.image).shape[:2] if hasattr(s, "image") else (0, 0)
+        gt["images"].append({"id": i + 1, "height": int(h), "width": int(w)})
+        for b, label in zip(np.asarray(s.boxes).reshape(-1, 4), np.asarray(s.labels).reshape(-1)):
+            box = xywh(b)
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": int(label),
+                                      "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+        for b, score, label in zip(np.asarray(det["boxes"]).reshape(-1, 4), det["scores"], det["labels"]):
+            results.append({"image_id": i + 1, "category_id": int(label), "bbox": xywh(b), "score": float(score)})
+    with tempfile.TemporaryDirectory(prefix="eval-shapes-") as tmp:
+        paths = {n: os.path.join(tmp, n + ".json") for n in ("gt", "results", "eval")}
+        for n, doc in (("gt", gt), ("results", results)):
+            with open(paths[n], "w") as f:
+                json.dump(doc, f)
+        p = subprocess.run([evaluator, "-a", paths["gt"], "-r", paths["results"], "-t", "bbox",
+                            "--per-category", "--json", paths["eval"]], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"rcnn-eval failed ({p.returncode}): {p.stderr.strip()}")
+        with open(paths["eval"]) as f:
+            e = json.load(f)["bbox"]
+    ap, ap50 = e["per_category_AP"], e["per_category_AP50"]
+    present = [c for c in range(1, num_classes + 1) if ap[str(c)] >= 0]
     return {
-        "map50": float(ap[present, 0].mean()) if present.any() else 0.0,
-        "map": float(ap[present].mean()) if present.any() else 0.0,
-        "per_class_ap50": {names[c]: float(ap[c, 0]) for c in range(num_classes) if present[c]},
-        "per_class_ap": {names[c]: float(ap[c].mean()) for c in range(num_classes) if present[c]},
+        "map50": max(0.0, e["AP50"]),
+        "map": max(0.0, e["AP"]),
+        "per_class_ap50": {names[c - 1]: ap50[str(c)] for c in present},
+        "per_class_ap": {names[c - 1]: ap[str(c)] for c in present},
     }
 
 
@@ -259,6 +248,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--count", type=int, default=200, help="synthetic-background images (default 200)")
     p.add_argument("--photo-count", type=int, default=100,
                    help="images on OpenCV sample-photo backgrounds (never seen in training; default 100, 0 = none)")
+    p.add_argument("--eval", default=None,
+                   help="rcnn-eval binary (default: beside --detect, else $RCNN_EVAL or build/bin/rcnn-eval)")
     p.add_argument("--threads", type=int, default=2, help="rcnn-detect --threads (default 2)")
     p.add_argument("--eager-threads", type=int, default=1, help="torch threads of the eager model (default 1)")
     p.add_argument("--workdir", default=None, help="keep the images and results here (default: a temporary directory)")
@@ -266,6 +257,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
 
     detect = None if args.detect == "none" else args.detect
+    global EVALUATOR
+    EVALUATOR = args.eval or (os.path.join(os.path.dirname(detect), "rcnn-eval") if detect else None)
     if detect and not os.path.exists(detect):
         print(f"error: {detect} not found (build it: cmake --build build --target rcnn-detect, or --detect none)",
               file=sys.stderr)

@@ -159,6 +159,10 @@ struct ModelConfig {
   std::optional<MaskHeadConfig> mask_head;
   PostprocessConfig postprocess;
   std::vector<std::string> classes;
+  /// Optional `category_ids`: the dataset's category id of each contiguous class (same length
+  /// as `classes`; e.g. COCO's 78 for Detectron2's class 68 "microwave"). Empty when the
+  /// bundle does not record them. rcnn-detect --format coco writes them as category_id.
+  std::vector<std::int64_t> category_ids;
   std::string bundle_dir;  ///< directory the bundle was read from ("" when built in memory)
 };
 

@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "detector.hpp"
 #include "error.hpp"
+#include "eval/coco_eval.hpp"
 #include "io/bundle.hpp"
 #include "load.hpp"
 #include "mask/detectron2_paste.hpp"
@@ -17,3 +18,4 @@
 #include "mask/torchvision_paste.hpp"
 #include "stages.hpp"
 #include "types.hpp"
+#include "version.hpp"

@@ -114,8 +114,10 @@ class CliTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             p = self.run_cli("--model", bundle, "--threads", "2", "--draw", tmp, *images)
             self.assertEqual(p.returncode, 0, p.stderr)
+            # Absolute paths are drawn as <folder>/<file>: the cases' image.jpg stay apart.
             for image in images:
-                self.assertTrue(os.path.getsize(os.path.join(tmp, os.path.basename(image))) > 0)
+                drawn = os.path.join(tmp, os.path.basename(os.path.dirname(image)), os.path.basename(image))
+                self.assertTrue(os.path.getsize(drawn) > 0, drawn)
         results = json.loads(p.stdout)
         self.assertEqual(len(results), len(images))
         for name, res in zip(names, results):
@@ -153,7 +155,7 @@ class CliTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             with open(out) as f:
                 self.assertEqual(len(json.load(f)), 1)
-            self.assertTrue(os.path.getsize(os.path.join(tmp, "image.jpg")) > 0)
+            self.assertTrue(os.path.getsize(os.path.join(tmp, "fruits", "image.jpg")) > 0)
 
     def test_errors_are_one_line(self):
         bundle = os.path.join(D2, "narrow_r101_fpn_shortest_edge")

@@ -63,7 +63,7 @@ class CliErrorTest(unittest.TestCase):
                 os.symlink(os.path.join(BUNDLE, m), target)
         return d
 
-    def assert_one_line_error(self, args, *parts):
+    def assert_one_line_error(self, args, *parts, stdout=""):
         p = subprocess.run([DETECT, "-q", *args], capture_output=True, text=True, timeout=300)
         with self.subTest(args=args):
             self.assertNotEqual(p.returncode, 0, p.stdout)
@@ -72,7 +72,9 @@ class CliErrorTest(unittest.TestCase):
             self.assertTrue(lines[0].startswith("rcnn-detect: error: "), lines[0])
             for part in parts:
                 self.assertIn(part, lines[0])
-            self.assertEqual(p.stdout, "")
+            if stdout is not None:
+                self.assertEqual(p.stdout, stdout)
+        return p
 
     def test_bad_images(self):
         jpeg = self.image_bytes("JPEG")
@@ -88,8 +90,13 @@ class CliErrorTest(unittest.TestCase):
         for name, (data, message) in cases.items():
             p = self.path(name) if data is None else self.write(name, data)
             self.assert_one_line_error(["-m", BUNDLE, p], p + ": " + message)
-        # The first bad image stops the run, after the good ones.
-        self.assert_one_line_error(["-m", BUNDLE, PHOTO, self.path("missing.jpg")], "missing.jpg")
+        # The first bad image stops the run, after the good ones, whose results are kept: the
+        # JSON array on stdout is complete and holds them.
+        p = self.assert_one_line_error(["-m", BUNDLE, PHOTO, self.path("missing.jpg")], "missing.jpg",
+                                       "(the results of the 1 image done before are kept)", stdout=None)
+        done = json.loads(p.stdout)
+        self.assertEqual([e["image"] for e in done], [PHOTO])
+        self.assertGreater(len(done[0]["detections"]), 0)
 
     def test_bad_bundles(self):
         self.assert_one_line_error(["-m", self.path("nope"), PHOTO], "bundle directory does not exist")
@@ -137,7 +144,9 @@ class CliErrorTest(unittest.TestCase):
 
     def test_bad_arguments(self):
         self.assert_one_line_error(["-m", BUNDLE, "--threads", "0", PHOTO], "--threads")
-        self.assert_one_line_error(["-m", BUNDLE], "images")
+        self.assert_one_line_error(["-m", BUNDLE], "inputs")
+        self.assert_one_line_error(["-m", BUNDLE, "--threads", "abc", PHOTO], "--threads", "'abc' is not a whole number")
+        self.assert_one_line_error(["-m", BUNDLE, "--threads", "300", PHOTO], "--threads", "300 is outside 1 to 256")
         out_dir = self.path("no_such_dir")
         self.assert_one_line_error(
             ["-m", BUNDLE, "-o", os.path.join(out_dir, "x", "r.json"), PHOTO], "cannot open for writing")

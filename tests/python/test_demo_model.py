@@ -137,6 +137,9 @@ class DemoModelTest(unittest.TestCase):
                 dl = np.concatenate([np.where(rng.random(found.sum()) < 0.85, gl[found],
                                               rng.integers(1, K + 1, found.sum())),
                                      rng.integers(1, K + 1, m), gl[:1]])
+                # Jitter can invert a box: COCOeval ignores an unmatched box of negative area
+                # (outside area "all"), which the port above leaves out.
+                db[:, 2:] = np.maximum(db[:, 2:], db[:, :2])
                 gts.append(GT(gb, gl))
                 dets.append({"boxes": db, "scores": np.round(rng.random(len(db)), 1), "labels": dl})
             if not any(len(g.labels) for g in gts):

@@ -46,6 +46,15 @@ json load_fixture(const std::string& bundle) {
 }
 
 
+/// `doc` three times: without `key`, with `key` null, with `key` an empty array.
+std::vector<json> absent_null_or_empty(const json& doc, const std::string& key) {
+  std::vector<json> out(3, doc);
+  out[0].erase(key);
+  out[1][key] = nullptr;
+  out[2][key] = json::array();
+  return out;
+}
+
 std::string parse_error(const json& doc) {
   return error_of([&] { rcnn::parse_model_json(doc.dump()); });
 }
@@ -229,12 +238,7 @@ TEST_CASE("bundle: fixture narrow_mask_rcnn_r101_fpn_shortest_edge parses") {
 
 TEST_CASE("bundle: optional keys and accepted variants") {
   SUBCASE("classes absent, null or empty: generated names") {
-    for (const json& value : {json(nullptr), json::array(), json("remove")}) {
-      json doc = load_fixture(shortest_edge);
-      if (value == "remove")
-        doc.erase("classes");
-      else
-        doc["classes"] = value;
+    for (const json& doc : absent_null_or_empty(load_fixture(shortest_edge), "classes")) {
       const rcnn::ModelConfig c = rcnn::parse_model_json(doc.dump());
       REQUIRE(c.classes.size() == 80);
       CHECK(c.classes[0] == "class_0");
@@ -776,5 +780,54 @@ TEST_CASE("bundle: read_bundle") {
     INFO(e);
     CHECK(e == (tmp.path / "box_head.pt").string() + ": SHA-256 mismatch (modules.box_head.sha256 in " +
                    (tmp.path / "model.json").string() + "): expected " + wrong + ", got " + actual);
+  }
+}
+
+TEST_CASE("bundle: category_ids (optional dataset id per class)") {
+  // COCO's ids of the 80 contiguous classes: 1..90 without the 10 unused ones.
+  std::vector<std::int64_t> coco_ids;
+  for (int id = 1; id <= 90; ++id)
+    if (id != 12 && id != 26 && id != 29 && id != 30 && id != 45 && id != 66 && id != 68 &&
+        id != 69 && id != 71 && id != 83)
+      coco_ids.push_back(id);
+  REQUIRE(coco_ids.size() == 80);
+  SUBCASE("absent, null or empty: none") {
+    for (const json& doc : absent_null_or_empty(load_fixture(shortest_edge), "category_ids"))
+      CHECK(rcnn::parse_model_json(doc.dump()).category_ids.empty());
+  }
+  SUBCASE("one id per class") {
+    json doc = load_fixture(shortest_edge);
+    doc["category_ids"] = coco_ids;
+    const rcnn::ModelConfig c = rcnn::parse_model_json(doc.dump());
+    REQUIRE(c.category_ids.size() == 80);
+    CHECK(c.classes[68] == "microwave");
+    CHECK(c.category_ids[68] == 78);
+  }
+  SUBCASE("errors name the field") {
+    json doc = load_fixture(shortest_edge);
+    doc["category_ids"] = std::vector<std::int64_t>(coco_ids.begin(), coco_ids.begin() + 79);
+    std::string e = error_of([&] { rcnn::parse_model_json(doc.dump()); });
+    CHECK(contains(e, "category_ids"));
+    CHECK(contains(e, "expected 80 category ids"));
+    doc["category_ids"] = coco_ids;
+    doc["category_ids"][3] = "four";
+    e = error_of([&] { rcnn::parse_model_json(doc.dump()); });
+    CHECK(contains(e, "category_ids[3]"));
+    CHECK(contains(e, "integer"));
+    doc["category_ids"] = coco_ids;
+    doc["category_ids"][5] = 1.5;
+    CHECK(contains(error_of([&] { rcnn::parse_model_json(doc.dump()); }), "category_ids[5]"));
+    doc["category_ids"] = coco_ids;
+    doc["category_ids"][4] = -3;
+    e = error_of([&] { rcnn::parse_model_json(doc.dump()); });
+    CHECK(contains(e, "category_ids[4]"));
+    CHECK(contains(e, ">= 0"));
+    doc["category_ids"] = coco_ids;
+    doc["category_ids"][7] = coco_ids[2];
+    e = error_of([&] { rcnn::parse_model_json(doc.dump()); });
+    CHECK(contains(e, "category_ids[7]"));
+    CHECK(contains(e, "repeats element 2"));
+    doc["category_ids"] = {{"a", 1}};
+    CHECK(contains(error_of([&] { rcnn::parse_model_json(doc.dump()); }), "category_ids"));
   }
 }

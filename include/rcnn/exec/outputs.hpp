@@ -27,7 +27,7 @@ struct BoxHeadOutputs {
 };
 
 /// Output of the mask head (Mask R-CNN bundles): raw logits [R, Km, M, M] (no sigmoid, every
-/// class channel; see BUNDLE-v1 "Mask R-CNN"). Valid until the executor's next mask-head call.
+/// class channel; docs/reference/bundle-format.md, "Modules"). Valid until the executor's next mask-head call.
 struct MaskHeadOutputs {
   TensorView logits;
 };

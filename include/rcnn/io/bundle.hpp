@@ -1,8 +1,8 @@
 #pragma once
 /// \file bundle.hpp
 /// Reads and validates a model bundle: a directory with `model.json` and the TorchScript
-/// module files it names. Format: docs/reference/bundle-format.md (version 1 as written in the
-/// fixtures' BUNDLE-v1.md, plus rcnn's optional keys).
+/// module files it names. Format (version 1, with rcnn's optional keys):
+/// docs/reference/bundle-format.md.
 ///
 /// Every problem is thrown as one `rcnn::Error` whose `what()` is a single line naming the
 /// file, the JSON key path and the expected versus the actual value, e.g.
@@ -108,7 +108,7 @@ inline bool is_known_bundle_key(std::string_view key) {
       "class_agnostic_box_regression", "pooler_resolution", "sampling_ratio", "aligned",
       "canonical_box_size", "canonical_level", "level_eps", "level_eps_inside_log",
       "detections_per_image", "class_agnostic", "mask_threshold", "paste", "postprocess",
-      "clip", "drop_empty", "classes"};
+      "clip", "drop_empty", "classes", "category_ids"};
   return std::find(std::begin(known), std::end(known), key) != std::end(known);
 }
 
@@ -418,7 +418,8 @@ inline ModuleConfig read_module(const JsonNode& m, const InputConfig& input, boo
 /// files are not checked: see `read_bundle`).
 ///
 /// Optional keys: `source` (informational), `classes` (absent, null or [] gives the generated
-/// names "class_0" .. "class_<num_classes-1>"), `modules.*.sha256` (checked by read_bundle).
+/// names "class_0" .. "class_<num_classes-1>"), `category_ids` (absent, null or [] gives none;
+/// otherwise one distinct integer per class), `modules.*.sha256` (checked by read_bundle).
 /// `mask_head` and `modules.mask_head` are required for "mask_rcnn" and ignored otherwise.
 /// `input.size_divisibility` 0 (like 1) means no padding.
 inline ModelConfig parse_model_json(std::string_view json_text,
@@ -670,6 +671,26 @@ inline ModelConfig parse_model_json(std::string_view json_text,
         cfg.classes.push_back(detail::read_string(classes->element(i), "a class name (string)"));
     } else {
       for (int i = 0; i < k; ++i) cfg.classes.push_back("class_" + std::to_string(i));
+    }
+  }
+
+  // category_ids (optional): the dataset id of each contiguous class, distinct integers
+  {
+    const auto ids = root.find("category_ids");
+    if (ids && !ids->is_null() && ids->array_size("an array of integer category ids") > 0) {
+      const std::size_t n = ids->json().size();
+      if (n != cfg.classes.size())
+        ids->fail("expected " + std::to_string(cfg.classes.size()) +
+                  " category ids (one per class, roi_heads.num_classes), got " + std::to_string(n));
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::int64_t id = detail::read_integer(ids->element(i), "an integer category id >= 0");
+        if (id < 0) ids->element(i).expected_value("an integer category id >= 0");
+        for (std::size_t j = 0; j < i; ++j)
+          if (cfg.category_ids[j] == id)
+            ids->element(i).fail("category id " + std::to_string(id) + " repeats element " +
+                                 std::to_string(j) + " (each class needs its own id)");
+        cfg.category_ids.push_back(id);
+      }
     }
   }
   return cfg;

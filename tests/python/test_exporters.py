@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import export_detectron2 as ed2  # noqa: E402
-import export_torchvision as etv  # noqa: E402
+from rcnn_export import detectron2 as ed2  # noqa: E402
+from rcnn_export import torchvision as etv  # noqa: E402
 from rcnn_export import core  # noqa: E402
 
 NARROW_OPTS = ("MODEL.RESNETS.STEM_OUT_CHANNELS=16, MODEL.RESNETS.RES2_OUT_CHANNELS=64, "

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Export a Detectron2 (v0.6) Faster R-CNN or Mask R-CNN to an rcnn model bundle (format v1).
 
 A thin adapter over rcnn_export.core: Detectron2 builds the model; ``model_json_from_cfg``
@@ -14,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from rcnn_export import core  # noqa: E402
+from . import core
 
 DETECTRON2_HELP = (
     "Detectron2 cannot be imported here ({error}). Install Detectron2 v0.6 on the "
@@ -483,6 +479,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(args.output)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

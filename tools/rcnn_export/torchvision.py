@@ -1,24 +1,20 @@
-#!/usr/bin/python3
 """Export a torchvision Faster R-CNN or Mask R-CNN to an rcnn model bundle (format v1).
 
 Usable as a program (see --help) and as a module: ``build_model``, ``apply_seed_recipe``,
 ``load_weights``, ``model_json_for`` and ``export`` are what tests/reference/gen_torchvision.py
-calls.
+calls. The command line is ``tools/export_torchvision.py``.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from rcnn_export import core  # noqa: E402
+from . import core
 
 MODELS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
           "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -805,6 +801,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(args.output)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,6 +24,13 @@ DETECTRON2_HELP = (
     "then run this command again."
 )
 
+#: COCO's 80 "thing" category ids, in the order of Detectron2's contiguous class ids (its
+#: COCO metadata, thing_dataset_id_to_contiguous_id, maps them in increasing order): ids 1..90
+#: without the ten ids the 2017 annotations never use. Used when the metadata of a "coco_*"
+#: dataset does not carry the mapping itself.
+COCO_UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+COCO_THING_IDS = tuple(i for i in range(1, 91) if i not in COCO_UNUSED_IDS)
+
 #: Detectron2's ROIPooler defaults (not in the config) and its level mapper's epsilon.
 CANONICAL_BOX_SIZE = 224
 CANONICAL_LEVEL = 4
@@ -135,7 +142,7 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
                         output_shape: Optional[Mapping[str, Tuple[int, int]]] = None,
                         size_divisibility: Optional[int] = None,
                         fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
-                        boxes_only: bool = False) -> Dict[str, Any]:
+                        boxes_only: bool = False, category_ids: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """model.json for a Detectron2 Faster R-CNN or Mask R-CNN config.
 
     ``output_shape`` maps backbone feature names to (channels, stride), as
@@ -144,7 +151,8 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
     ``model.backbone.size_divisibility`` (default: the largest MODEL.FPN.IN_FEATURES stride, as
     Detectron2's FPN). ``fixed_size`` (H, W) selects the fixed resize and a static backbone
     shape; ``static_rois`` a static box-head row count (and a static mask head of
-    TEST.DETECTIONS_PER_IMAGE rows). ``boxes_only``: a Mask R-CNN config without its mask head."""
+    TEST.DETECTIONS_PER_IMAGE rows). ``boxes_only``: a Mask R-CNN config without its mask head.
+    ``category_ids``: the dataset id of each contiguous class (top-level ``category_ids``)."""
     check_supported(cfg, boxes_only)
     rpn_levels = [str(f) for f in cfg_get(cfg, "MODEL.RPN.IN_FEATURES")]
     roi_levels = [str(f) for f in cfg_get(cfg, "MODEL.ROI_HEADS.IN_FEATURES")]
@@ -241,6 +249,8 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
         tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
         model_json["mask_head"] = mask_head_json(cfg)
         model_json.update(tail)
+    if category_ids is not None:
+        core.add_category_ids(model_json, category_ids)
     return model_json
 
 
@@ -277,16 +287,23 @@ def import_detectron2() -> Dict[str, Any]:
 def build_cfg(d2: Dict[str, Any], config: str, opts: Sequence[str], device: str) -> Any:
     cfg = d2["get_cfg"]()
     if os.path.isfile(config):
-        cfg.merge_from_file(config)
+        path = config
     else:
         try:
             path = d2["model_zoo"].get_config_file(config)
-        except RuntimeError as error:
-            raise core.ExportError(f"{config!r} is neither a file nor a model zoo config: {error}") from None
+        except RuntimeError:
+            raise core.UsageError(f"--config {config}: neither a file nor a model zoo config name "
+                                  "(e.g. COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml)") from None
+    try:
         cfg.merge_from_file(path)
+    except Exception as error:  # unreadable file, YAML syntax, unknown keys
+        raise core.UsageError(f"--config {config}: {core.one_line(error)}") from None
     if len(opts) % 2:
-        raise core.ExportError("--opts takes KEY VALUE pairs")
-    cfg.merge_from_list(list(opts))
+        raise core.UsageError("--opts takes KEY VALUE pairs")
+    try:
+        cfg.merge_from_list(list(opts))
+    except Exception as error:  # yacs: KeyError for an unknown key, ValueError for a bad type
+        raise core.UsageError(f"--opts: {core.one_line(error)}") from None
     cfg.MODEL.DEVICE = device
     cfg.freeze()
     return cfg
@@ -296,8 +313,13 @@ def class_names(d2: Dict[str, Any], cfg: Any, path: Optional[str]) -> List[str]:
     """--classes FILE, else MetadataCatalog of the first test dataset, else class_<i>."""
     k = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     if path:
-        with open(path, encoding="utf-8") as f:
-            names = [line.rstrip("\r\n") for line in f if line.strip()]
+        try:
+            with open(path, encoding="utf-8") as f:
+                names = [line.rstrip("\r\n") for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise core.UsageError(f"--classes {path}: {core.one_line(error)}") from None
+        if len(names) != k:
+            raise core.UsageError(f"--classes {path} has {len(names)} names for MODEL.ROI_HEADS.NUM_CLASSES = {k}")
         return names
     datasets = list(cfg.DATASETS.TEST)
     if datasets:
@@ -309,6 +331,40 @@ def class_names(d2: Dict[str, Any], cfg: Any, path: Optional[str]) -> List[str]:
         except (AttributeError, KeyError):
             core.log(f"no thing_classes for {datasets[0]}: using class_<i> names (or pass --classes)")
     return [f"class_{i}" for i in range(k)]
+
+
+def category_ids(d2: Dict[str, Any], cfg: Any, classes_path: Optional[str],
+                 ids_path: Optional[str]) -> Optional[List[int]]:
+    """--category-ids FILE; else, when the class names come from the dataset (no --classes),
+    the inverse of its metadata's thing_dataset_id_to_contiguous_id (COCO: contiguous class 68
+    "microwave" -> 78), or COCO_THING_IDS for an 80-class "coco_*" dataset without it; else None."""
+    if ids_path:
+        return core.read_category_ids(ids_path)
+    datasets = list(cfg.DATASETS.TEST)
+    if classes_path or not datasets:
+        return None
+    k = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    try:
+        mapping = dict(d2["MetadataCatalog"].get(datasets[0]).thing_dataset_id_to_contiguous_id)
+    except (AttributeError, KeyError):
+        mapping = {}
+    if sorted(mapping.values()) == list(range(k)):
+        inverse = {int(c): int(d) for d, c in mapping.items()}
+        return [inverse[c] for c in range(k)]
+    if datasets[0].startswith("coco_") and k == len(COCO_THING_IDS):
+        return list(COCO_THING_IDS)
+    return None
+
+
+def load_checkpoint(d2: Dict[str, Any], model: Any, path: str) -> None:
+    """DetectionCheckpointer(model).load(path), with a one-line UsageError for a file it cannot
+    read (fvcore asserts that the file exists; pickle / torch.load errors otherwise)."""
+    core.check_input_file(path, "--weights")
+    try:
+        d2["DetectionCheckpointer"](model).load(path)
+    except Exception as error:
+        raise core.UsageError(f"--weights {path}: cannot be loaded as a Detectron2 checkpoint "
+                              f"({core.one_line(error)})") from None
 
 
 def make_wrappers(model: Any, masks: bool = False):
@@ -437,12 +493,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--weights", required=True, metavar="FILE",
                         help="checkpoint for DetectionCheckpointer (.pth or .pkl)")
     parser.add_argument("--classes", metavar="FILE", help="class names, one per line (default: MetadataCatalog)")
+    parser.add_argument("--category-ids", metavar="FILE",
+                        help="dataset category id of each class, one per line (default: from the "
+                             "MetadataCatalog of DATASETS.TEST[0], e.g. the COCO ids; none with --classes)")
     parser.add_argument("--boxes-only", action="store_true",
                         help="export a Mask R-CNN config without its mask head (a faster_rcnn bundle)")
     parser.add_argument("--note", default=None, help="free text for model.json source.note")
     core.add_bundle_arguments(parser)
     args = parser.parse_args(argv)
     core.validate_bundle_arguments(args)
+    for option, path in (("--weights", args.weights), ("--classes", args.classes),
+                         ("--category-ids", args.category_ids)):
+        if path is not None:
+            try:
+                core.check_input_file(path, option)
+            except core.UsageError as error:
+                core.exit_with_export_error(error)
     return args
 
 
@@ -459,7 +525,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = d2["build_model"](cfg)
         model.eval()
         core.log(f"loading {args.weights}")
-        d2["DetectionCheckpointer"](model).load(args.weights)
+        load_checkpoint(d2, model, args.weights)
         shapes = {name: (int(s.channels), int(s.stride)) for name, s in model.backbone.output_shape().items()}
         note = args.note if args.note is not None else (
             f"weights: {os.path.basename(args.weights)}" + (f"; opts: {' '.join(args.opts)}" if args.opts else ""))
@@ -467,7 +533,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cfg, config=args.config, classes=class_names(d2, cfg, args.classes), note=note,
             framework_version=str(getattr(d2["detectron2"], "__version__", "0.6")), output_shape=shapes,
             size_divisibility=getattr(model.backbone, "size_divisibility", None), fixed_size=args.fixed_size,
-            static_rois=args.static_rois, boxes_only=args.boxes_only)
+            static_rois=args.static_rois, boxes_only=args.boxes_only,
+            category_ids=category_ids(d2, cfg, args.classes, args.category_ids))
         check_model_matches(model, model_json)
         wrappers = make_wrappers(model, masks="mask_head" in model_json)
         specs = core.standard_specs(model_json, wrappers[0], wrappers[1], device=torch.device(device),
@@ -475,7 +542,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance,
                            freeze=args.freeze, channels_last=args.channels_last)
     except core.ExportError as error:
-        core.exit_with_error(str(error), code=1)
+        core.exit_with_export_error(error)
     print(args.output)
     return 0
 

@@ -88,6 +88,12 @@ def coco_categories() -> List[str]:
     return list(COCO_CATEGORIES)
 
 
+def coco_category_ids() -> List[int]:
+    """The COCO category id of each of the 90 contiguous classes: torchvision's labels are the
+    COCO ids themselves (label = index in COCO_CATEGORIES, class_id = label - 1)."""
+    return list(range(1, len(COCO_CATEGORIES)))
+
+
 def freeze_batchnorm(module: nn.Module, eps: float) -> nn.Module:
     """Replace every BatchNorm2d by a FrozenBatchNorm2d (as torchvision's pretrained builders do)."""
     from torchvision.ops import FrozenBatchNorm2d
@@ -145,26 +151,31 @@ def load_weights(model: nn.Module, path: str) -> None:
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:
-        raise core.ExportError(f"{path} does not match the model (wrong --model or --num-classes?): "
-                               f"{str(error).strip()}") from None
+        raise core.UsageError(f"--weights {path} does not match the model (wrong --model or --num-classes?): "
+                              f"{' '.join(str(error).split())}") from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise core.ExportError(
-            f"{path} does not match the model: {len(missing)} missing keys {missing[:5]}, "
+        raise core.UsageError(
+            f"--weights {path} does not match the model: {len(missing)} missing keys {missing[:5]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:5]} (wrong --model or --num-classes?)")
     model.eval()
 
 
 def read_state_dict(path: str) -> Dict[str, Any]:
     """A state_dict file: a plain state_dict, or a dict holding one under "model" or "state_dict"."""
-    state = torch.load(path, map_location="cpu")
+    core.check_input_file(path, "--weights")
+    try:
+        state = torch.load(path, map_location="cpu")
+    except Exception as error:  # pickle / zip / EOF errors of a file that is not a checkpoint
+        raise core.UsageError(f"--weights {path}: cannot be read as a torch checkpoint "
+                              f"({core.one_line(error)})") from None
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
     if not isinstance(state, dict):
-        raise core.ExportError(f"{path} does not hold a state_dict")
+        raise core.UsageError(f"--weights {path} does not hold a state_dict")
     return state
 
 
@@ -532,7 +543,7 @@ def measure_levels(model: nn.Module, size_divisibility: int) -> Tuple[List[str],
 
 def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
                    fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
-                   note: str = "") -> Dict[str, Any]:
+                   note: str = "", category_ids: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """model.json for a torchvision Faster R-CNN or Mask R-CNN, read from the model itself."""
     import torchvision
 
@@ -641,17 +652,20 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
         tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
         model_json["mask_head"] = mask_json
         model_json.update(tail)
+    if category_ids is not None:
+        core.add_category_ids(model_json, category_ids)
     return model_json
 
 
 def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
            fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
            target: str = "cpu", tolerance: Optional[float] = None, note: str = "",
-           seed: int = 0, freeze: bool = False,
-           channels_last: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+           seed: int = 0, freeze: bool = False, channels_last: bool = False,
+           category_ids: Optional[Sequence[int]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Write the bundle; returns (model.json dictionary without sha256 keys, check report)."""
     core.check_target(target)
-    model_json = model_json_for(model, name, classes, fixed_size=fixed_size, static_rois=static_rois, note=note)
+    model_json = model_json_for(model, name, classes, fixed_size=fixed_size, static_rois=static_rois, note=note,
+                                category_ids=category_ids)
     device = core.target_device(target)
     model = model.to(device).eval()
     backbone_rpn = BackboneRPN(model, model_json["backbone"]["roi_levels"])
@@ -738,22 +752,37 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--num-classes", type=int, metavar="K",
                         help="foreground classes (default: 90 COCO ids, or the number of --classes names)")
     parser.add_argument("--classes", metavar="FILE", help="class names, one per line, no background")
+    parser.add_argument("--category-ids", metavar="FILE",
+                        help="dataset category id of each class, one per line (default: the COCO ids "
+                             "1..90 for the COCO classes, none with --classes)")
     parser.add_argument("--frozen-bn-eps", type=float, metavar="EPS",
                         help="eps of the FrozenBatchNorm2d layers (default: as torchvision's pretrained build)")
     parser.add_argument("--note", default=None, help="free text for model.json source.note")
     core.add_bundle_arguments(parser)
     args = parser.parse_args(argv)
     core.validate_bundle_arguments(args)
+    if args.num_classes is not None and args.num_classes <= 0:
+        core.exit_with_error(f"--num-classes must be positive, got {args.num_classes}")
+    for option, path in (("--weights", args.weights), ("--classes", args.classes),
+                         ("--category-ids", args.category_ids)):
+        if path is not None:
+            try:
+                core.check_input_file(path, option)
+            except core.UsageError as error:
+                core.exit_with_export_error(error)
     return args
 
 
 def read_classes(path: str) -> List[str]:
-    with open(path, encoding="utf-8") as f:
-        names = [line.rstrip("\r\n") for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [line.rstrip("\r\n") for line in f]
+    except (OSError, UnicodeDecodeError) as error:
+        raise core.UsageError(f"--classes {path}: {core.one_line(error)}") from None
     while names and not names[-1].strip():
         names.pop()
     if not names or any(not n.strip() for n in names):
-        raise core.ExportError(f"{path}: expected one non-empty class name per line")
+        raise core.UsageError(f"--classes {path}: expected one non-empty class name per line")
     return names
 
 
@@ -768,7 +797,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             classes = read_classes(args.classes)
             k = num_classes if num_classes is not None else len(classes)
             if len(classes) != k:
-                raise core.ExportError(f"--classes has {len(classes)} names but the model has {k} classes")
+                raise core.UsageError(f"--classes has {len(classes)} names but the model has {k} classes")
         elif num_classes is not None and num_classes != 90:
             k = num_classes
             classes = [f"class_{i}" for i in range(k)]
@@ -777,7 +806,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             k = 90
             classes = coco_categories()[1:]
         if k <= 0:
-            raise core.ExportError("--num-classes must be positive")
+            raise core.UsageError("--num-classes must be positive")
+        category_ids = None
+        if args.category_ids:
+            category_ids = core.read_category_ids(args.category_ids)
+        elif not args.classes and k == 90:
+            category_ids = coco_category_ids()
 
         norm = "pretrained"
         if state is not None and state_dict_uses_batchnorm(state):
@@ -795,9 +829,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"untrained deterministic weights: export_torchvision.py seed recipe, --seed {args.seed}")
         model_json, _ = export(model, args.model, args.output, classes=classes, fixed_size=args.fixed_size,
                                static_rois=args.static_rois, target=args.target, tolerance=args.tolerance,
-                               note=note, freeze=args.freeze, channels_last=args.channels_last)
+                               note=note, freeze=args.freeze, channels_last=args.channels_last,
+                               category_ids=category_ids)
     except core.ExportError as error:
-        core.exit_with_error(str(error), code=1)
+        core.exit_with_export_error(error)
     print(args.output)
     return 0
 

@@ -42,9 +42,9 @@ demo: configure
 	@$(PYTHON) scripts/summarize.py --top 5 $(BUILD)/demo/results.json
 	@echo "annotated images: $(BUILD)/demo/"
 
-# mAP of the demo model on held-out generated images, C++ runtime vs torchvision (tools/eval_shapes.py).
+# mAP of the demo model on held-out generated images, C++ runtime vs torchvision (tools/demo/eval_shapes.py).
 eval-demo: build
-	$(PYTHON) tools/eval_shapes.py --bundle $(DEMO_MODEL) --detect $(BUILD)/bin/rcnn-detect --threads $(JOBS)
+	$(PYTHON) tools/demo/eval_shapes.py --bundle $(DEMO_MODEL) --detect $(BUILD)/bin/rcnn-detect --threads $(JOBS)
 
 clean:
 	rm -rf $(BUILD)

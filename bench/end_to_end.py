@@ -53,7 +53,7 @@ def load_image(path: str):
 
 def build_eager(model_json: Dict[str, Any], seed: int):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import export_torchvision as tv  # type: ignore
+    from rcnn_export import torchvision as tv  # type: ignore
 
     name = model_json["source"].get("model") or model_json["source"].get("config")
     if name not in tv.MODELS:

@@ -31,6 +31,19 @@ struct RecordingExec {
   std::vector<std::int64_t> box_head_rows;
 };
 
+/// (bundle, case directory) of every case of a generator's output (``<ref>/index.json``'s
+/// bundles, ``<ref>/<bundle>/cases/*``), sorted.
+inline std::vector<std::pair<fs::path, fs::path>> reference_cases(const fs::path& ref) {
+  std::vector<std::pair<fs::path, fs::path>> out;
+  const auto index = read_json(ref / "index.json");
+  for (const auto& [name, _] : index["bundles"].items()) {
+    const fs::path bundle = ref / name;
+    for (const auto& c : fs::directory_iterator(bundle / "cases")) out.emplace_back(bundle, c.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 /// Largest |value| of an array (at least 1): scale for relative tolerances.
 inline double scale_of(const xt::xarray<float>& a) {
   double m = 1.0;

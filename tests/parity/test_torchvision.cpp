@@ -7,16 +7,7 @@ namespace {
 using namespace parity;
 const fs::path kRef = fs::path(RCNN_REFERENCE_DIR) / "gen_torchvision";
 
-std::vector<std::pair<fs::path, fs::path>> cases() {
-  std::vector<std::pair<fs::path, fs::path>> out;
-  const auto index = read_json(kRef / "index.json");
-  for (const auto& [name, _] : index["bundles"].items()) {
-    const fs::path bundle = kRef / name;
-    for (const auto& c : fs::directory_iterator(bundle / "cases")) out.emplace_back(bundle, c.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+std::vector<std::pair<fs::path, fs::path>> cases() { return reference_cases(kRef); }
 }  // namespace
 
 TEST_CASE("torchvision: references exist") {

@@ -1,6 +1,6 @@
-"""The shipped demo model (models/shapes, trained by tools/train_shapes.py) on a held-out
+"""The shipped demo model (models/shapes, trained by tools/demo/train_shapes.py) on a held-out
 generated set: mAP@0.5 >= 0.9, and the C++ runtime's mAPs equal torchvision's eager model's
-(within 1e-5; tools/eval_shapes.py computes COCO-style AP). About 12 s.
+(within 1e-5; tools/demo/eval_shapes.py computes COCO-style AP). About 12 s.
 
 Needs the built binary: RCNN_BUILD_DIR (default: build) / bin / rcnn-detect."""
 import os
@@ -9,7 +9,7 @@ import tempfile
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tools", "demo"))
 BUILD = os.environ.get("RCNN_BUILD_DIR", os.path.join(ROOT, "build"))
 DETECT = os.path.join(BUILD, "bin", "rcnn-detect")
 BUNDLE = os.path.join(ROOT, "models", "shapes")

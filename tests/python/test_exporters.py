@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import export_detectron2 as ed2  # noqa: E402
-import export_torchvision as etv  # noqa: E402
+from rcnn_export import detectron2 as ed2  # noqa: E402
+from rcnn_export import torchvision as etv  # noqa: E402
 from rcnn_export import core  # noqa: E402
 
 NARROW_OPTS = ("MODEL.RESNETS.STEM_OUT_CHANNELS=16, MODEL.RESNETS.RES2_OUT_CHANNELS=64, "
@@ -579,7 +579,7 @@ class Detectron2AdapterTest(unittest.TestCase):
                 sys.path.remove(os.path.join(tmp, "fake"))
                 for name in [m for m in sys.modules if m == "detectron2" or m.startswith("detectron2.")]:
                     del sys.modules[name]
-            self.assertEqual(code, 1)
+            self.assertEqual(code, 2)  # a bad argument (issue 14)
             self.assertIn("model zoo", err)
 
     def test_export_mask_with_fake_detectron2(self):
@@ -705,8 +705,11 @@ class TorchvisionMaskExportTest(unittest.TestCase):
             self.assertEqual(entry["sha256"], core.sha256_file(os.path.join(self.out, entry["file"])))
         self.assertIsNone(mj["modules"]["mask_head"]["static_rois"])
         self.assertIn("mask_head: traced vs eager", self.err)
+        # torchvision's COCO labels are the COCO category ids: class_id c is COCO id c + 1
+        self.assertEqual(mj["category_ids"], list(range(1, 91)))
+        self.assertEqual(list(mj)[-2:], ["classes", "category_ids"])
         expected = etv.model_json_for(self.model, "maskrcnn_resnet50_fpn", etv.coco_categories()[1:],
-                                      note=mj["source"]["note"])
+                                      note=mj["source"]["note"], category_ids=etv.coco_category_ids())
         for entry in mj["modules"].values():
             del entry["sha256"]
         self.assertEqual(mj, expected)

@@ -66,7 +66,7 @@ def load_libraries() -> None:
     from torchvision.models.detection.rpn import concat_box_prediction_layers
     from torchvision.ops import boxes as box_ops
 
-    import export_torchvision as etv
+    from rcnn_export import torchvision as etv
     from rcnn_export import core
 
 PHOTO_DIR = "/usr/share/doc/opencv-doc/examples/data"

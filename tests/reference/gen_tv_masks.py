@@ -74,7 +74,7 @@ def load_libraries() -> None:
     import torch
     from torchvision.models.detection.roi_heads import maskrcnn_inference
 
-    import export_torchvision as etv
+    from rcnn_export import torchvision as etv
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,7 +47,15 @@ NamedTensors = List[Tuple[str, Tensor]]
 
 
 class ExportError(RuntimeError):
-    """The export cannot produce a correct bundle; the message says why."""
+    """The export cannot produce a correct bundle; the message says why (exit status 1)."""
+
+    exit_code = 1
+
+
+class UsageError(ExportError):
+    """A bad argument: a missing or unreadable file, a value the model cannot take (exit status 2)."""
+
+    exit_code = 2
 
 
 class TargetUnavailable(ExportError):
@@ -105,6 +113,73 @@ def target_device(target: str) -> torch.device:
 def exit_with_error(message: str, code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def exit_with_export_error(error: ExportError) -> NoReturn:
+    """``exit_with_error`` with the error's status: 2 for a ``UsageError``, 1 otherwise."""
+    exit_with_error(str(error), code=error.exit_code)
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``, for an error from a library (torch.load, yacs)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def check_input_file(path: str, option: str) -> None:
+    """Raise ``UsageError`` unless ``path`` (the value of ``option``) is a readable file."""
+    if not os.path.exists(path):
+        raise UsageError(f"{option} {path}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory, expected a file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{option} {path}: not readable (permission denied)")
+
+
+def check_output_dir(path: str) -> None:
+    """Raise ``UsageError`` when the bundle directory ``path`` cannot be created or written."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--output {path}: exists and is not a directory")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--output {path}: {parent} is not writable")
+
+
+def read_category_ids(path: str) -> List[int]:
+    """``--category-ids FILE``: one non-negative integer per line (blank lines ignored)."""
+    check_input_file(path, "--category-ids")
+    ids: List[int] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                ids.append(int(line))
+            except ValueError:
+                raise UsageError(f"--category-ids {path}:{number}: {line.strip()!r} is not an integer") from None
+    return ids
+
+
+def add_category_ids(model_json: Dict[str, Any], category_ids: Sequence[int]) -> None:
+    """Record the dataset category id of each contiguous class as the optional top-level
+    ``category_ids`` (right after ``classes``): same length as ``classes``, non-negative,
+    distinct (docs/reference/bundle-format.md)."""
+    ids = [int(i) for i in category_ids]
+    classes = model_json["classes"]
+    if len(ids) != len(classes):
+        raise UsageError(f"{len(ids)} category ids for {len(classes)} classes")
+    if any(i < 0 for i in ids):
+        raise UsageError(f"category ids must be non-negative, got {min(ids)}")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UsageError(f"category id {dup} is given to more than one class")
+    tail = {k: model_json.pop(k) for k in list(model_json)[list(model_json).index("classes") + 1:]}
+    model_json["category_ids"] = ids
+    model_json.update(tail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,6 +246,10 @@ def validate_bundle_arguments(args: argparse.Namespace) -> None:
         exit_with_error(
             "--target neuron compiles for fixed shapes: give --fixed-size H W and --static-rois R "
             "(the AWS Neuron R-CNN app note uses --fixed-size 800 800 --static-rois 1000)")
+    try:
+        check_output_dir(args.output)
+    except UsageError as error:
+        exit_with_error(str(error))
     try:
         check_target(args.target)
     except TargetUnavailable as error:

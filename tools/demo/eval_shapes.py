@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Evaluate a shapes bundle (tools/train_shapes.py) on held-out generated images, through the
+"""Evaluate a shapes bundle (tools/demo/train_shapes.py) on held-out generated images, through the
 C++ runtime (rcnn-detect) and through torchvision's eager model with the same weights, with
 COCO box AP computed by rcnn's own evaluator, rcnn-eval (equal to pycocotools' COCOeval,
 which Debian does not package; --eval, default: beside --detect):
@@ -8,7 +8,7 @@ which Debian does not package; --eval, default: beside --detect):
   recall points; area "all", at most 100 detections per image and class, no crowd boxes);
 * mAP@0.5 = COCOeval's AP50; per class: rcnn-eval --per-category.
 
-    /usr/bin/python3 tools/eval_shapes.py --bundle models/shapes --detect build/bin/rcnn-detect
+    /usr/bin/python3 tools/demo/eval_shapes.py --bundle models/shapes --detect build/bin/rcnn-detect
 
 The images are written as PNG (lossless) into --workdir (a temporary directory by default);
 both paths read those files. Exit status 0 also when a target is missed: the numbers are
@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 import shapes_data  # noqa: E402
+from shapes_model import run_eager  # noqa: E402
 
 
 
@@ -126,20 +127,6 @@ def coco_map(samples: Sequence[Any], detections: Sequence[Dict[str, np.ndarray]]
 # Running the model
 # --------------------------------------------------------------------------------------------
 
-def run_eager(model, images: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
-    """torchvision eager inference, one image at a time (uint8 RGB arrays)."""
-    import torch
-    from train_shapes import to_tensor
-
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for image in images:
-            r = model([to_tensor(image)])[0]
-            out.append({"boxes": r["boxes"].numpy(), "scores": r["scores"].numpy(), "labels": r["labels"].numpy()})
-    return out
-
-
 def run_cpp(detect: str, bundle: str, paths: Sequence[str], threads: int, workdir: str) -> List[Dict[str, np.ndarray]]:
     """rcnn-detect on all images in one process; labels = class_id + 1 (torchvision labels)."""
     out_json = os.path.join(workdir, "cpp_results.json")
@@ -189,7 +176,7 @@ def evaluate(bundle: str, detect: Optional[str], seed: int, count: int, photo: b
     from PIL import Image
     import torch
 
-    from train_shapes import load_eager_from_bundle
+    from shapes_model import load_eager_from_bundle
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(eager_threads)

@@ -1,6 +1,6 @@
 """Synthetic "shapes" detection data: coloured circles, squares, triangles and stars on
-textured backgrounds, with exact boxes. Used by tools/train_shapes.py (training),
-tools/eval_shapes.py (held-out evaluation) and the demo images in models/shapes/.
+textured backgrounds, with exact boxes. Used by tools/demo/train_shapes.py (training),
+tools/demo/eval_shapes.py (held-out evaluation) and the demo images in models/shapes/.
 
 Every sample is a pure function of (seed, index): ``make_sample(seed, index)`` always returns
 the same image and boxes (numpy's PCG64 seeded with SeedSequence([seed, index])).
@@ -11,7 +11,6 @@ for shapes partly covered by later ones (at least ``MIN_VISIBLE`` of every shape
 """
 from __future__ import annotations
 
-import glob
 import math
 import os
 from dataclasses import dataclass

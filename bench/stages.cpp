@@ -80,30 +80,19 @@ void BM_RoIAlignRef(benchmark::State& state) {
 }
 BENCHMARK(BM_RoIAlignRef)->Name("RoIAlignRef/1000/1")->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_OmpRoIAlign(benchmark::State& state) {
+// Settings ".tv": torchvision's pooler (sampling ratio 2, not aligned) instead of Detectron2's.
+void BM_OmpRoIAlign(benchmark::State& state, bool tv) {
   const RoIAlignWorkload& w = roi_workload();
   std::vector<float> out(w.out_size());
   rcnn::OmpRoIAlign pool;
   pool.num_threads = int(state.range(0));
   for (auto _ : state) {
-    pool(w.views, w.scales, w.rois, w.levels, w.cfg, out);
+    pool(w.views, w.scales, w.rois, w.levels, tv ? w.tv_cfg : w.cfg, out);
     benchmark::DoNotOptimize(out.data());
   }
 }
-BENCHMARK(BM_OmpRoIAlign)->Name("OmpRoIAlign/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-
-// The same with torchvision's pooler settings (sampling ratio 2, not aligned): ".tv" names.
-void BM_OmpRoIAlignTv(benchmark::State& state) {
-  const RoIAlignWorkload& w = roi_workload();
-  std::vector<float> out(w.out_size());
-  rcnn::OmpRoIAlign pool;
-  pool.num_threads = int(state.range(0));
-  for (auto _ : state) {
-    pool(w.views, w.scales, w.rois, w.levels, w.tv_cfg, out);
-    benchmark::DoNotOptimize(out.data());
-  }
-}
-BENCHMARK(BM_OmpRoIAlignTv)->Name("OmpRoIAlign.tv/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_OmpRoIAlign, d2, false)->Name("OmpRoIAlign/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_OmpRoIAlign, tv, true)->Name("OmpRoIAlign.tv/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // SimdRoIAlign on channels-last maps (what a `--features-layout nhwc` bundle hands over), on
 // NCHW maps (".nchw": transposed by the policy first), per instruction set (".avx2",

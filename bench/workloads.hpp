@@ -20,6 +20,7 @@
 #include <rcnn/proposals/topk_proposal_selector.hpp>
 #include <rcnn/roi_align/level_mapper.hpp>
 #include <rcnn/roi_align/roi_align_plan.hpp>
+#include <rcnn/roi_align/simd_roi_align.hpp>
 #include <rcnn/types.hpp>
 
 namespace rcnn_bench {
@@ -78,9 +79,7 @@ struct RoIAlignWorkload {
     for (std::size_t l = 0; l < maps.size(); ++l) views[l].data = maps[l].data();
     for (const rcnn::FeatureMap& v : views) {
       std::vector<float> m(v.size());
-      const std::size_t plane = std::size_t(v.height) * std::size_t(v.width);
-      for (std::size_t c = 0; c < std::size_t(v.channels); ++c)
-        for (std::size_t p = 0; p < plane; ++p) m[p * std::size_t(v.channels) + c] = v.data[c * plane + p];
+      rcnn::detail::nchw_to_nhwc_rows(v, m.data(), 0, v.height);
       maps_nhwc.push_back(std::move(m));
     }
     for (std::size_t l = 0; l < maps.size(); ++l)

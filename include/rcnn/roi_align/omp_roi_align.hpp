@@ -60,6 +60,8 @@ struct OmpRoIAlignWorkspace {
 /// and channel from anywhere in the maps. A RoI whose window exceeds the tile (`kTilePixels`)
 /// or whose samples exceed `kMaxAxisSamples` (only RoIs far larger than their map) is pooled
 /// straight from the map, as RoIAlignRef does.
+/// Layouts: NCHW maps (above) and NHWC maps (the group's 8 channels of a pixel are already
+/// contiguous: copied as they are); `SimdRoIAlign` is the faster choice for NHWC maps.
 /// Work split: (channel group, RoI range) items, dynamically scheduled; RoI ranges are cut
 /// only when there are fewer groups than threads. `num_threads` goes to the `num_threads`
 /// clause of the parallel region (values < 1 mean 1); the global OpenMP thread count is
@@ -211,21 +213,10 @@ struct OmpRoIAlign {
           const detail::AxisSample& y = ys[ph * g.grid_h + iy];
           for (int ix = 0; ix < g.grid_w; ++ix) {
             const detail::AxisSample& x = xs[pw * g.grid_w + ix];
-            const float *v1 = corner, *v2 = corner, *v3 = corner, *v4 = corner;
-            float w1 = 0.f, w2 = 0.f, w3 = 0.f, w4 = 0.f;
-            if (y.inside && x.inside) {
-              v1 = tile + (y.low + x.low);
-              v2 = tile + (y.low + x.high);
-              v3 = tile + (y.high + x.low);
-              v4 = tile + (y.high + x.high);
-              w1 = y.h * x.h;
-              w2 = y.h * x.l;
-              w3 = y.l * x.h;
-              w4 = y.l * x.l;
-            }
+            const detail::BilinearTaps t = detail::bilinear_taps(y, x, tile, corner);
             // The kernel's step, `acc + (w1*v1 + w2*v2 + w3*v3 + w4*v4)`, per channel.
             for (int j = 0; j < kGroup; ++j)
-              acc[j] = acc[j] + (w1 * v1[j] + w2 * v2[j] + w3 * v3[j] + w4 * v4[j]);
+              acc[j] = acc[j] + (t.w1 * t.p1[j] + t.w2 * t.p2[j] + t.w3 * t.p3[j] + t.w4 * t.p4[j]);
           }
         }
         const std::size_t b = std::size_t(ph) * std::size_t(pooled) + std::size_t(pw);

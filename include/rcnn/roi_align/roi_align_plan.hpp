@@ -41,6 +41,24 @@ inline AxisSample axis_sample(float v, int size) {
   return a;
 }
 
+/// The four bilinear taps of the 2-D sample (y, x): pointers `base + row offset + column
+/// offset` and weights `h_y * h_x`, `h_y * l_x`, `l_y * h_x`, `l_y * l_x` (float32, as
+/// `bilinear_sample()` computes them). A sample outside the map reads `outside` (the map's
+/// pixel (0, 0)) four times with weight 0, as the kernel does. `Axis`: AxisSample (offsets
+/// into a tile) or any type with the same members.
+struct BilinearTaps {
+  const float *p1, *p2, *p3, *p4;
+  float w1, w2, w3, w4;
+};
+
+template <class Axis>
+[[gnu::always_inline]] inline BilinearTaps bilinear_taps(const Axis& y, const Axis& x,
+                                                         const float* base, const float* outside) {
+  if (!(y.inside && x.inside)) return {outside, outside, outside, outside, 0.f, 0.f, 0.f, 0.f};
+  return {base + (y.low + x.low), base + (y.low + x.high), base + (y.high + x.low),
+          base + (y.high + x.high), y.h * x.h,  y.h * x.l, y.l * x.h, y.l * x.l};
+}
+
 /// The `pooled * grid` samples of one axis, in (p, i) order, and the range of map indices
 /// the inside ones read; returns false when none is inside.
 inline bool axis_samples(float start, float bin, int grid, int pooled, int size, AxisSample* out,

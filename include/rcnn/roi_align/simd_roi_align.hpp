@@ -186,25 +186,14 @@ template <class V, int W, int K>
         const SimdAxis& y = job.ys[ph * g.grid_h + iy];
         for (int ix = 0; ix < g.grid_w; ++ix) {
           const SimdAxis& x = job.xs[pw * g.grid_w + ix];
-          const float *p1 = base, *p2 = base, *p3 = base, *p4 = base;
-          float w1 = 0.f, w2 = 0.f, w3 = 0.f, w4 = 0.f;
-          if (y.inside && x.inside) {
-            p1 = base + (y.low + x.low);
-            p2 = base + (y.low + x.high);
-            p3 = base + (y.high + x.low);
-            p4 = base + (y.high + x.high);
-            w1 = y.h * x.h;
-            w2 = y.h * x.l;
-            w3 = y.l * x.h;
-            w4 = y.l * x.l;
-          }
+          const BilinearTaps t = bilinear_taps(y, x, base, base);
           for (int k = 0; k < K; ++k) {
             V v1, v2, v3, v4;
-            std::memcpy(&v1, p1 + k * W, sizeof(V));
-            std::memcpy(&v2, p2 + k * W, sizeof(V));
-            std::memcpy(&v3, p3 + k * W, sizeof(V));
-            std::memcpy(&v4, p4 + k * W, sizeof(V));
-            acc[k] = acc[k] + (w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4);
+            std::memcpy(&v1, t.p1 + k * W, sizeof(V));
+            std::memcpy(&v2, t.p2 + k * W, sizeof(V));
+            std::memcpy(&v3, t.p3 + k * W, sizeof(V));
+            std::memcpy(&v4, t.p4 + k * W, sizeof(V));
+            acc[k] = acc[k] + (t.w1 * v1 + t.w2 * v2 + t.w3 * v3 + t.w4 * v4);
           }
         }
       }

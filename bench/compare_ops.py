@@ -96,8 +96,10 @@ STAGES_ONLY = [
 ]
 
 
-def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str) -> Dict[str, float]:
-    """Median wall time per call (ms) of every rcnn-bench-stages benchmark."""
+def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str,
+             cpu: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """Median wall time per call (ms) of every rcnn-bench-stages benchmark (and, into `cpu`,
+    the median CPU time of its main thread)."""
     cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
            "--benchmark_report_aggregates_only=true", f"--benchmark_min_time={min_time}"]
     if filter_:
@@ -114,24 +116,33 @@ def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str) -> Di
         if name.endswith("/real_time"):
             name = name[: -len("/real_time")]
         result[name] = b["real_time"] * scale[b["time_unit"]]
+        if cpu is not None:
+            cpu[name] = b["cpu_time"] * scale[b["time_unit"]]
     return result
 
 
-def roi_align_floor_rows(rc: Dict[str, float], tv_ms: Dict[str, float], manifest: dict) -> List[dict]:
+def roi_align_floor_rows(rc: Dict[str, float], tv_ms: Dict[str, float], manifest: dict,
+                         rc_cpu: Dict[str, float], tv_cpu: Dict[str, Optional[float]]) -> List[dict]:
     """ROI_ALIGN_FLOOR with times, speed-up over torchvision (same settings and threads),
-    achieved GFLOP/s (2 flops per multiply-add) and GB/s (the floor's bytes / time)."""
+    achieved GFLOP/s (2 flops per multiply-add) and GB/s (the floor's bytes / time); at 1
+    thread also CPU times and their ratio (robust to other processes on the machine)."""
     rows = []
     for key, label, impls in ROI_ALIGN_FLOOR:
         st = manifest["roi_align"]["settings"][key]
         tv_name = impls[0][1]
         for impl, name, threads in impls:
             for t in threads:
-                ms = rc.get(name.format(t=t), tv_ms.get(name.format(t=t)))
+                bench = name.format(t=t)
+                ms = rc.get(bench, tv_ms.get(bench))
                 theirs = tv_ms.get(tv_name.format(t=t))
-                rows.append({"settings": key, "impl": impl, "benchmark": name.format(t=t), "threads": t, "ms": ms,
+                cpu = (rc_cpu.get(bench) or tv_cpu.get(bench)) if t == 1 else None
+                their_cpu = tv_cpu.get(tv_name.format(t=t)) if t == 1 else None
+                rows.append({"settings": key, "impl": impl, "benchmark": bench, "threads": t, "ms": ms,
                              "speedup": theirs / ms if ms and theirs else None,
                              "gflops": 2 * st["macs"] / (ms * 1e6) if ms else None,
-                             "gbs": st["bytes"] / (ms * 1e6) if ms else None})
+                             "gbs": st["bytes"] / (ms * 1e6) if ms else None,
+                             "cpu_ms": cpu, "cpu_speedup": their_cpu / cpu if cpu and their_cpu else None,
+                             "cpu_gflops": 2 * st["macs"] / (cpu * 1e6) if cpu else None})
     return rows
 
 
@@ -194,7 +205,8 @@ def main(argv: List[str]) -> int:
             raise subprocess.CalledProcessError(pp.returncode, pp.args)
         py = json.loads(pp.stdout)
         print("timing rcnn stages ...", file=sys.stderr)
-        rc = run_rcnn(binary, args.repetitions, args.min_time, args.filter)
+        rc_cpu: Dict[str, float] = {}
+        rc = run_rcnn(binary, args.repetitions, args.min_time, args.filter, rc_cpu)
     after = machine_info()
 
     if args.paste_only:
@@ -216,7 +228,8 @@ def main(argv: List[str]) -> int:
                            "python": theirs, "python_ms": b, "reference": ref, "reference_ms": rc.get(ref),
                            "speedup": (b / a) if a and b else None, "check": check})
     stages = [{"stage": label, "benchmark": name, "ms": rc.get(name)} for label, name in STAGES_ONLY]
-    floor_rows = roi_align_floor_rows(rc, tv_ms, manifest) if not args.paste_only else []
+    tv_cpu = {k: v.get("cpu_ms") for k, v in tv["ops"].items()}
+    floor_rows = roi_align_floor_rows(rc, tv_ms, manifest, rc_cpu, tv_cpu) if not args.paste_only else []
 
     header = ["op", "size", "threads", "rcnn ms", "torchvision ms", "speed-up", "rcnn reference ms"]
     table = [[r["op"], r["size"], str(r["threads"]), fmt(r["rcnn_ms"]), fmt(r["torchvision_ms"]),
@@ -260,11 +273,15 @@ def main(argv: List[str]) -> int:
                   f"({2 * st['macs'] / 1e9:.2f} GFLOP), {st['bytes'] / 1e6:.0f} MB (output + each RoI's "
                   f"window of its map, read once)")
         print(f"peak (no FMA: a multiply and an add per lane): {peak_note(before)}\n")
-        floor_header = ["pooler", "RoIAlign implementation", "threads", "ms", "vs torchvision", "GFLOP/s", "GB/s"]
+        floor_header = ["pooler", "RoIAlign implementation", "threads", "ms", "vs torchvision", "GFLOP/s", "GB/s",
+                        "CPU ms (1 thread)", "vs torchvision (CPU time)", "GFLOP/s (CPU time)"]
         show(floor_header, [[r["settings"], r["impl"], str(r["threads"]), fmt(r["ms"]),
                              f"{r['speedup']:.1f}x" if r["speedup"] else "-",
                              f"{r['gflops']:.1f}" if r["gflops"] else "-",
-                             f"{r['gbs']:.1f}" if r["gbs"] else "-"] for r in floor_rows])
+                             f"{r['gbs']:.1f}" if r["gbs"] else "-",
+                             fmt(r["cpu_ms"]), f"{r['cpu_speedup']:.1f}x" if r["cpu_speedup"] else "-",
+                             f"{r['cpu_gflops']:.1f}" if r["cpu_gflops"] else "-"]
+                            for r in floor_rows])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine_before": before, "machine_after": after, "pairs": rows, "paste": paste_rows,

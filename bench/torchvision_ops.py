@@ -18,7 +18,8 @@ Ops (names match rcnn-bench-stages' benchmarks, ``<op>/<size>/<threads>``):
   tv.batched_nms.levels/N/1  ``batched_nms`` with 5 groups (IoU 0.7)
   tv.batched_nms.classes/N/1 ``batched_nms`` with 80 groups (IoU 0.5)
 
-Prints one JSON object: {"ops": {name: {"ms": median, "runs": [...]}}, "torch": ..., ...}.
+Prints one JSON object: {"ops": {name: {"ms": median, "runs": [...], "cpu_ms": median process
+CPU time per call}}, "torch": ..., ...}.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -36,8 +37,11 @@ import torchvision
 from torchvision.ops import batched_nms, nms, roi_align
 
 
-def time_op(fn: Callable[[], object], min_time: float, repetitions: int) -> List[float]:
-    """Per-call wall time in ms of each repetition (mean over a batch of calls)."""
+def time_op(fn: Callable[[], object], min_time: float, repetitions: int,
+            cpu_runs: Optional[List[float]] = None) -> List[float]:
+    """Per-call wall time in ms of each repetition (mean over a batch of calls); the process's
+    CPU time per call of each repetition is appended to ``cpu_runs`` when given (on a loaded
+    machine it is the better measure of single-threaded work)."""
     fn()  # warm-up (first-call allocations, lazy initialisation)
     start = time.perf_counter()
     fn()
@@ -45,10 +49,12 @@ def time_op(fn: Callable[[], object], min_time: float, repetitions: int) -> List
     calls = max(1, int(min_time / one))
     runs = []
     for _ in range(repetitions):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(calls):
             fn()
         runs.append((time.perf_counter() - start) / calls * 1e3)
+        if cpu_runs is not None:
+            cpu_runs.append((time.process_time() - cpu_start) / calls * 1e3)
     return runs
 
 
@@ -74,8 +80,9 @@ def main(argv: List[str]) -> int:
     def run(name: str, fn: Callable[[], object]) -> None:
         if args.filter and args.filter not in name:
             return
-        runs = time_op(fn, args.min_time, args.repetitions)
-        results[name] = {"ms": statistics.median(runs), "runs": runs}
+        cpu: List[float] = []
+        runs = time_op(fn, args.min_time, args.repetitions, cpu)
+        results[name] = {"ms": statistics.median(runs), "runs": runs, "cpu_ms": statistics.median(cpu)}
         print(f"{name:34s} {statistics.median(runs):10.3f} ms", file=sys.stderr)
 
     # RoIAlign.

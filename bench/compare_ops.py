@@ -9,7 +9,9 @@ pasting, measured in one run.
    re-implementation of its CPU path) mask pasting and checks their masks equal rcnn's;
 3. ``rcnn-bench-stages`` (Google Benchmark, JSON) times every native stage;
 4. tables pair each Python op with the rcnn stage computing the same thing, with
-   ``speed-up = Python time / rcnn time``.
+   ``speed-up = Python time / rcnn time``; the RoIAlign floor table adds, for both pooler
+   settings (Detectron2's and torchvision's), every implementation's achieved GFLOP/s and
+   GB/s against the workload's multiply-adds and bytes, and the machine's peak.
 
 Both sides report the median of ``--repetitions`` repetitions of the mean wall time per call.
 The machine (CPU model, load average before and after, BLAS) is printed with the table;
@@ -38,6 +40,28 @@ PAIRS: List[Tuple[str, str, int, str, str, Optional[str]]] = []
 for t in (1, 2):
     PAIRS.append(("RoIAlign P2-P5, 256 ch, 7x7", "1000 RoIs", t, f"OmpRoIAlign/1000/{t}",
                   f"tv.roi_align/1000/{t}", "RoIAlignRef/1000/1"))
+for t in (1, 2):
+    PAIRS.append(("RoIAlign NHWC (SimdRoIAlign)", "1000 RoIs", t, f"SimdRoIAlign/1000/{t}",
+                  f"tv.roi_align/1000/{t}", "RoIAlignRef/1000/1"))
+
+#: The RoIAlign floor table: (pooler settings key, label, [(implementation, benchmark with
+#: {t} for the thread count, thread counts)]). Settings "d2": Detectron2's ROIAlignV2
+#: (adaptive sampling, aligned); "tv": torchvision's MultiScaleRoIAlign (ratio 2, not aligned).
+ROI_ALIGN_FLOOR = [
+    ("d2", "Detectron2 ROIAlignV2 (adaptive, aligned)", [
+        ("torchvision roi_align (NCHW)", "tv.roi_align/1000/{t}", (1, 2)),
+        ("rcnn OmpRoIAlign (NCHW)", "OmpRoIAlign/1000/{t}", (1, 2)),
+        ("rcnn SimdRoIAlign (NCHW in: transposed first)", "SimdRoIAlign.nchw/1000/{t}", (1, 2)),
+        ("rcnn SimdRoIAlign (NHWC)", "SimdRoIAlign/1000/{t}", (1, 2)),
+        ("rcnn SimdRoIAlign AVX2 forced (NHWC)", "SimdRoIAlign.avx2/1000/{t}", (1,)),
+        ("rcnn SimdRoIAlign baseline SSE2 forced (NHWC)", "SimdRoIAlign.baseline/1000/{t}", (1,)),
+    ]),
+    ("tv", "torchvision MultiScaleRoIAlign (ratio 2, not aligned)", [
+        ("torchvision roi_align (NCHW)", "tv.roi_align.tv/1000/{t}", (1, 2)),
+        ("rcnn OmpRoIAlign (NCHW)", "OmpRoIAlign.tv/1000/{t}", (1, 2)),
+        ("rcnn SimdRoIAlign (NHWC)", "SimdRoIAlign.tv/1000/{t}", (1, 2)),
+    ]),
+]
 for n in (1000, 2000, 4000, 6000):
     PAIRS.append(("NMS (IoU 0.7)", f"{n} boxes", 1, f"BitmaskNms/{n}", f"tv.nms/{n}/1", f"GreedyNms/{n}"))
 for n in (1000, 2000, 4000, 6000):
@@ -72,8 +96,10 @@ STAGES_ONLY = [
 ]
 
 
-def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str) -> Dict[str, float]:
-    """Median wall time per call (ms) of every rcnn-bench-stages benchmark."""
+def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str,
+             cpu: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """Median wall time per call (ms) of every rcnn-bench-stages benchmark (and, into `cpu`,
+    the median CPU time of its main thread)."""
     cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
            "--benchmark_report_aggregates_only=true", f"--benchmark_min_time={min_time}"]
     if filter_:
@@ -90,7 +116,48 @@ def run_rcnn(binary: str, repetitions: int, min_time: float, filter_: str) -> Di
         if name.endswith("/real_time"):
             name = name[: -len("/real_time")]
         result[name] = b["real_time"] * scale[b["time_unit"]]
+        if cpu is not None:
+            cpu[name] = b["cpu_time"] * scale[b["time_unit"]]
     return result
+
+
+def roi_align_floor_rows(rc: Dict[str, float], tv_ms: Dict[str, float], manifest: dict,
+                         rc_cpu: Dict[str, float], tv_cpu: Dict[str, Optional[float]]) -> List[dict]:
+    """ROI_ALIGN_FLOOR with times, speed-up over torchvision (same settings and threads),
+    achieved GFLOP/s (2 flops per multiply-add) and GB/s (the floor's bytes / time); at 1
+    thread also CPU times and their ratio (robust to other processes on the machine)."""
+    rows = []
+    for key, label, impls in ROI_ALIGN_FLOOR:
+        st = manifest["roi_align"]["settings"][key]
+        tv_name = impls[0][1]
+        for impl, name, threads in impls:
+            for t in threads:
+                bench = name.format(t=t)
+                ms = rc.get(bench, tv_ms.get(bench))
+                theirs = tv_ms.get(tv_name.format(t=t))
+                cpu = (rc_cpu.get(bench) or tv_cpu.get(bench)) if t == 1 else None
+                their_cpu = tv_cpu.get(tv_name.format(t=t)) if t == 1 else None
+                rows.append({"settings": key, "impl": impl, "benchmark": bench, "threads": t, "ms": ms,
+                             "speedup": theirs / ms if ms and theirs else None,
+                             "gflops": 2 * st["macs"] / (ms * 1e6) if ms else None,
+                             "gbs": st["bytes"] / (ms * 1e6) if ms else None,
+                             "cpu_ms": cpu, "cpu_speedup": their_cpu / cpu if cpu and their_cpu else None,
+                             "cpu_gflops": 2 * st["macs"] / (cpu * 1e6) if cpu else None})
+    return rows
+
+
+def peak_note(machine: Dict[str, str]) -> str:
+    """The machine's arithmetic peak for RoIAlign's instruction mix, from its flags and clock."""
+    flags = machine["simd_flags"].split()
+    lanes, isa = (16, "AVX-512") if "avx512f" in flags else (8, "AVX2") if "avx2" in flags else (4, "SSE2")
+    mhz = float(machine.get("mhz") or 0)
+    if not mhz:
+        return f"{isa}: {lanes} lanes (clock unknown)"
+    per_core = 2 * lanes * mhz / 1e3  # one vector multiply + one vector add per cycle
+    return (f"{isa}, {lanes} float lanes x (1 mul + 1 add) per cycle x {mhz / 1e3:.2f} GHz (nominal) = "
+            f"{per_core:.0f} GFLOP/s per core, {per_core * int(machine['cores']):.0f} on {machine['cores']} cores "
+            f"(cores that issue 2 multiplies and 2 adds per cycle, as AMD Zen 4/5 and recent Intel ones do, "
+            f"double it)")
 
 
 def fmt(ms: Optional[float]) -> str:
@@ -120,6 +187,8 @@ def main(argv: List[str]) -> int:
     before = machine_info()
     with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as inputs:
         subprocess.run([binary, "--dump-inputs", inputs], check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(inputs, "manifest.json")) as f:
+            manifest = json.load(f)
         if args.paste_only:
             args.filter = args.filter or "Paste"
         else:
@@ -136,7 +205,8 @@ def main(argv: List[str]) -> int:
             raise subprocess.CalledProcessError(pp.returncode, pp.args)
         py = json.loads(pp.stdout)
         print("timing rcnn stages ...", file=sys.stderr)
-        rc = run_rcnn(binary, args.repetitions, args.min_time, args.filter)
+        rc_cpu: Dict[str, float] = {}
+        rc = run_rcnn(binary, args.repetitions, args.min_time, args.filter, rc_cpu)
     after = machine_info()
 
     if args.paste_only:
@@ -158,6 +228,8 @@ def main(argv: List[str]) -> int:
                            "python": theirs, "python_ms": b, "reference": ref, "reference_ms": rc.get(ref),
                            "speedup": (b / a) if a and b else None, "check": check})
     stages = [{"stage": label, "benchmark": name, "ms": rc.get(name)} for label, name in STAGES_ONLY]
+    tv_cpu = {k: v.get("cpu_ms") for k, v in tv["ops"].items()}
+    floor_rows = roi_align_floor_rows(rc, tv_ms, manifest, rc_cpu, tv_cpu) if not args.paste_only else []
 
     header = ["op", "size", "threads", "rcnn ms", "torchvision ms", "speed-up", "rcnn reference ms"]
     table = [[r["op"], r["size"], str(r["threads"]), fmt(r["rcnn_ms"]), fmt(r["torchvision_ms"]),
@@ -185,6 +257,7 @@ def main(argv: List[str]) -> int:
         print()
 
     print(f"machine: {before['cpu']}, {before['cores']} cores; BLAS: {before['blas']}")
+    print(f"CPU SIMD flags: {before['simd_flags']}")
     print(f"load average before: {before['load']}, after: {after['load']}")
     print(f"torch {tv['torch']}, torchvision {tv['torchvision']} ({tv['parallel']}); "
           f"{platform.python_implementation()} {platform.python_version()}")
@@ -194,9 +267,25 @@ def main(argv: List[str]) -> int:
     show(paste_header, paste_table)
     if not args.paste_only:
         show(stage_header, stage_table)
+        for key, label, _ in ROI_ALIGN_FLOOR:
+            st = manifest["roi_align"]["settings"][key]
+            print(f"RoIAlign floor, {label}: 1000 RoIs, 256 ch, 7x7: {st['macs'] / 1e6:.0f} M multiply-adds "
+                  f"({2 * st['macs'] / 1e9:.2f} GFLOP), {st['bytes'] / 1e6:.0f} MB (output + each RoI's "
+                  f"window of its map, read once)")
+        print(f"peak (no FMA: a multiply and an add per lane): {peak_note(before)}\n")
+        floor_header = ["pooler", "RoIAlign implementation", "threads", "ms", "vs torchvision", "GFLOP/s", "GB/s",
+                        "CPU ms (1 thread)", "vs torchvision (CPU time)", "GFLOP/s (CPU time)"]
+        show(floor_header, [[r["settings"], r["impl"], str(r["threads"]), fmt(r["ms"]),
+                             f"{r['speedup']:.1f}x" if r["speedup"] else "-",
+                             f"{r['gflops']:.1f}" if r["gflops"] else "-",
+                             f"{r['gbs']:.1f}" if r["gbs"] else "-",
+                             fmt(r["cpu_ms"]), f"{r['cpu_speedup']:.1f}x" if r["cpu_speedup"] else "-",
+                             f"{r['cpu_gflops']:.1f}" if r["cpu_gflops"] else "-"]
+                            for r in floor_rows])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine_before": before, "machine_after": after, "pairs": rows, "paste": paste_rows,
+                       "roi_align_floor": floor_rows,
                        "stages": stages, "rcnn": rc, "torchvision": tv, "python_paste": py}, f, indent=1)
     if not all(c["equal"] for c in py["checks"].values()):
         print("rcnn's masks differ from the frameworks' (see the masks equal column)", file=sys.stderr)

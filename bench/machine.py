@@ -35,10 +35,27 @@ def blas() -> str:
     return path
 
 
+SIMD_FLAGS = ("sse2", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+
+
+def cpuinfo_field(name: str) -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def machine_info() -> Dict[str, str]:
+    flags = cpuinfo_field("flags").split()
     return {
         "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "load": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "blas": blas(),
+        "simd_flags": " ".join(f for f in SIMD_FLAGS if f in flags) or "unknown",
+        "mhz": cpuinfo_field("cpu MHz"),
     }

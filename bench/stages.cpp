@@ -39,6 +39,7 @@
 #include <rcnn/roi_align/level_mapper.hpp>
 #include <rcnn/roi_align/omp_roi_align.hpp>
 #include <rcnn/roi_align/roi_align_ref.hpp>
+#include <rcnn/roi_align/simd_roi_align.hpp>
 
 #include "workloads.hpp"
 
@@ -79,17 +80,49 @@ void BM_RoIAlignRef(benchmark::State& state) {
 }
 BENCHMARK(BM_RoIAlignRef)->Name("RoIAlignRef/1000/1")->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_OmpRoIAlign(benchmark::State& state) {
+// Settings ".tv": torchvision's pooler (sampling ratio 2, not aligned) instead of Detectron2's.
+void BM_OmpRoIAlign(benchmark::State& state, bool tv) {
   const RoIAlignWorkload& w = roi_workload();
   std::vector<float> out(w.out_size());
   rcnn::OmpRoIAlign pool;
   pool.num_threads = int(state.range(0));
   for (auto _ : state) {
-    pool(w.views, w.scales, w.rois, w.levels, w.cfg, out);
+    pool(w.views, w.scales, w.rois, w.levels, tv ? w.tv_cfg : w.cfg, out);
     benchmark::DoNotOptimize(out.data());
   }
 }
-BENCHMARK(BM_OmpRoIAlign)->Name("OmpRoIAlign/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_OmpRoIAlign, d2, false)->Name("OmpRoIAlign/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_OmpRoIAlign, tv, true)->Name("OmpRoIAlign.tv/1000")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// SimdRoIAlign on channels-last maps (what a `--features-layout nhwc` bundle hands over), on
+// NCHW maps (".nchw": transposed by the policy first), per instruction set (".avx2",
+// ".baseline"; the unsuffixed ones run the widest the CPU has), both pooler settings.
+void BM_SimdRoIAlign(benchmark::State& state, rcnn::SimdIsa isa, bool nhwc, bool tv) {
+  const RoIAlignWorkload& w = roi_workload();
+  if (!rcnn::simd_isa_supported(isa)) {
+    state.SkipWithError("instruction set not supported by this CPU");
+    return;
+  }
+  std::vector<float> out(w.out_size());
+  rcnn::SimdRoIAlign pool{int(state.range(0)), isa};
+  const auto& maps = nhwc ? w.views_nhwc : w.views;
+  const rcnn::PoolerConfig& cfg = tv ? w.tv_cfg : w.cfg;
+  pool(maps, w.scales, w.rois, w.levels, cfg, out);  // warm-up: workspace allocation
+  for (auto _ : state) {
+    pool(maps, w.scales, w.rois, w.levels, cfg, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetLabel(rcnn::simd_isa_name(pool.kernel_isa()));
+}
+#define RCNN_BENCH_SIMD(name, isa, nhwc, tv, args)                                       \
+  BENCHMARK_CAPTURE(BM_SimdRoIAlign, name, rcnn::SimdIsa::isa, nhwc, tv)                 \
+      ->Name(name)->args->Unit(benchmark::kMillisecond)->UseRealTime()
+RCNN_BENCH_SIMD("SimdRoIAlign/1000", automatic, true, false, Arg(1)->Arg(2));
+RCNN_BENCH_SIMD("SimdRoIAlign.tv/1000", automatic, true, true, Arg(1)->Arg(2));
+RCNN_BENCH_SIMD("SimdRoIAlign.nchw/1000", automatic, false, false, Arg(1)->Arg(2));
+RCNN_BENCH_SIMD("SimdRoIAlign.avx2/1000", avx2, true, false, Arg(1));
+RCNN_BENCH_SIMD("SimdRoIAlign.baseline/1000", baseline, true, false, Arg(1));
+#undef RCNN_BENCH_SIMD
 
 // Level assignment of the same 1000 RoIs (part of the pooling stage in the frameworks).
 void BM_AssignLevels(benchmark::State& state) {
@@ -336,6 +369,12 @@ void dump_inputs(const std::filesystem::path& dir) {
   ra["resolution"] = w.cfg.resolution;
   ra["sampling_ratio"] = w.cfg.sampling_ratio;
   ra["aligned"] = w.cfg.aligned;
+  // Both pooler settings with their floor (bench/compare_ops.py prints GFLOP/s and GB/s).
+  for (const auto& [key, cfg] : {std::pair{"d2", w.cfg}, std::pair{"tv", w.tv_cfg}}) {
+    const RoIAlignCost cost = roi_align_cost(w, cfg);
+    ra["settings"][key] = {{"resolution", cfg.resolution}, {"sampling_ratio", cfg.sampling_ratio},
+                           {"aligned", cfg.aligned}, {"macs", cost.macs}, {"bytes", cost.bytes}};
+  }
   manifest["roi_align"] = ra;
   for (int n : kNmsSizes) {
     const NmsWorkload& nw = nms_workload(std::size_t(n));

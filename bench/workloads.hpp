@@ -19,6 +19,8 @@
 #include <rcnn/mask/mask_types.hpp>
 #include <rcnn/proposals/topk_proposal_selector.hpp>
 #include <rcnn/roi_align/level_mapper.hpp>
+#include <rcnn/roi_align/roi_align_plan.hpp>
+#include <rcnn/roi_align/simd_roi_align.hpp>
 #include <rcnn/types.hpp>
 
 namespace rcnn_bench {
@@ -43,16 +45,24 @@ inline std::vector<rcnn::Box> random_proposals(std::size_t n, int side, std::uin
   return boxes;
 }
 
-/// Multi-level RoIAlign input: P2..P5 maps of an 800 x 800 image, `rois` proposals and their
-/// levels (Detectron2's level mapper), Detectron2's pooler (7 x 7, adaptive, aligned).
+/// Multi-level RoIAlign input: P2..P5 maps of an 800 x 800 image (NCHW, and the same values
+/// channels-last), `rois` proposals and their levels (Detectron2's level mapper), and two
+/// poolers: `cfg` Detectron2's ROIAlignV2 (7 x 7, adaptive sampling, aligned) and `tv_cfg`
+/// torchvision's MultiScaleRoIAlign (7 x 7, sampling ratio 2, not aligned).
 struct RoIAlignWorkload {
   int channels = 256;
-  std::vector<std::vector<float>> maps;
-  std::vector<rcnn::FeatureMap> views;
+  std::vector<std::vector<float>> maps, maps_nhwc;
+  std::vector<rcnn::FeatureMap> views, views_nhwc;
   std::vector<float> scales;
   std::vector<rcnn::Box> rois;
   std::vector<int> levels;
   rcnn::PoolerConfig cfg;
+  rcnn::PoolerConfig tv_cfg = [] {
+    rcnn::PoolerConfig c;
+    c.sampling_ratio = 2;
+    c.aligned = false;
+    return c;
+  }();
 
   explicit RoIAlignWorkload(int channels_ = 256, std::size_t num_rois = 1000)
       : channels(channels_) {
@@ -67,12 +77,49 @@ struct RoIAlignWorkload {
       scales.push_back(1.f / float(stride));
     }
     for (std::size_t l = 0; l < maps.size(); ++l) views[l].data = maps[l].data();
+    for (const rcnn::FeatureMap& v : views) {
+      std::vector<float> m(v.size());
+      rcnn::detail::nchw_to_nhwc_rows(v, m.data(), 0, v.height);
+      maps_nhwc.push_back(std::move(m));
+    }
+    for (std::size_t l = 0; l < maps.size(); ++l)
+      views_nhwc.push_back({maps_nhwc[l].data(), channels, views[l].height, views[l].width,
+                            rcnn::Layout::nhwc});
     rois = random_proposals(num_rois, kImage, 11);
     levels.resize(rois.size());
     rcnn::assign_levels(rois, cfg, 2, 5, levels);
   }
   std::size_t out_size() const { return rois.size() * std::size_t(channels) * 49; }
 };
+
+/// The arithmetic and memory floor of one RoIAlign call: `macs` multiply-adds (4 per bilinear
+/// sample and channel: w1*v1 + w2*v2 + w3*v3 + w4*v4 added to the accumulator; 2 flops each),
+/// `bytes` = the output written once + each RoI's sample window of its map (the rows and
+/// columns its in-map samples touch, all channels) read once. Cross-RoI reuse of the maps
+/// is not counted, so `bytes` can exceed the maps' total size.
+struct RoIAlignCost {
+  double macs = 0, bytes = 0;
+};
+
+inline RoIAlignCost roi_align_cost(const RoIAlignWorkload& w, const rcnn::PoolerConfig& cfg) {
+  RoIAlignCost cost;
+  const int P = cfg.resolution;
+  std::vector<rcnn::detail::AxisSample> axis(std::size_t(P) * 4096);
+  for (std::size_t r = 0; r < w.rois.size(); ++r) {
+    const rcnn::FeatureMap& m = w.views[std::size_t(w.levels[r])];
+    const auto g = rcnn::detail::roi_align_geometry(w.rois[r], w.scales[std::size_t(w.levels[r])], P,
+                                                    cfg.sampling_ratio, cfg.aligned);
+    if (g.grid_h <= 0 || g.grid_w <= 0) continue;
+    cost.macs += 4.0 * double(P) * P * g.grid_h * g.grid_w * w.channels;
+    int y0, y1, x0, x1;
+    if (std::size_t(P) * std::size_t(std::max(g.grid_h, g.grid_w)) > axis.size()) continue;
+    if (rcnn::detail::axis_samples(g.start_h, g.bin_h, g.grid_h, P, m.height, axis.data(), y0, y1) &&
+        rcnn::detail::axis_samples(g.start_w, g.bin_w, g.grid_w, P, m.width, axis.data(), x0, x1))
+      cost.bytes += double(y1 - y0 + 1) * double(x1 - x0 + 1) * w.channels * sizeof(float);
+  }
+  cost.bytes += double(w.out_size()) * sizeof(float);
+  return cost;
+}
 
 /// NMS input: `n` boxes in clusters of about 20 jittered copies of an object box (so that
 /// suppression happens), scores uniform in [0, 1), group ids (level 0..4 or class 0..79).

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "types.hpp"
+
 namespace rcnn {
 
 /// Which framework's numerical conventions a bundle follows.
@@ -62,6 +64,10 @@ struct BackboneConfig {
   std::vector<int> rpn_strides;  ///< stride of each rpn level (from "strides")
   std::vector<int> roi_strides;  ///< stride of each roi level (from "strides")
   int channels = 256;
+  /// Memory layout of the roi-level feature maps the backbone module returns (optional
+  /// "features_layout": "nchw", the default, or "nhwc" = channels-last, baked into the
+  /// module by the exporter's `--features-layout nhwc`). Executors hand the maps over in it.
+  Layout features_layout = Layout::nchw;
 };
 
 struct AnchorConfig {

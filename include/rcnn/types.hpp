@@ -23,26 +23,45 @@ struct Box {
 };
 static_assert(sizeof(Box) == 4 * sizeof(float), "Box must be layout-compatible with float[4]");
 
-/// Non-owning view of one image's feature map, contiguous CHW float32.
+/// Memory order of a feature map: `nchw` (planar, each channel's H x W plane contiguous;
+/// what the frameworks return by default) or `nhwc` (channels-last: the C values of each
+/// pixel contiguous; PyTorch's `torch.channels_last`). See model.json `features_layout`.
+enum class Layout : std::uint8_t { nchw, nhwc };
+
+/// "nchw" / "nhwc".
+inline const char* layout_name(Layout l) { return l == Layout::nhwc ? "nhwc" : "nchw"; }
+
+/// Non-owning view of one image's feature map: C x H x W float32, contiguous in `layout`
+/// (CHW planes, or HWC pixels). Value (c, y, x) is `data[c * channel_stride() + (y * width + x)
+/// * pixel_stride()]`.
 struct FeatureMap {
   const float* data = nullptr;
   int channels = 0;
   int height = 0;
   int width = 0;
+  Layout layout = Layout::nchw;
   std::size_t size() const { return std::size_t(channels) * height * width; }
+  /// Distance in floats between channel c and c + 1 of one pixel.
+  std::size_t channel_stride() const {
+    return layout == Layout::nhwc ? 1 : std::size_t(height) * std::size_t(width);
+  }
+  /// Distance in floats between pixel p and p + 1 (row-major) of one channel.
+  std::size_t pixel_stride() const { return layout == Layout::nhwc ? std::size_t(channels) : 1; }
 };
 
-/// Non-owning view of a contiguous NCHW float32 tensor.
+/// Non-owning view of a float32 tensor of logical shape [N, C, H, W], contiguous in `layout`
+/// (NCHW, or NHWC = channels-last; `shape` is NCHW either way, as in PyTorch).
 struct TensorView {
   const float* data = nullptr;
   std::array<std::int64_t, 4> shape{0, 0, 0, 0};
+  Layout layout = Layout::nchw;
   std::size_t numel() const {
     return std::size_t(shape[0]) * shape[1] * shape[2] * shape[3];
   }
-  /// Image n of the batch as a CHW feature map.
+  /// Image n of the batch as a C x H x W feature map (same layout).
   FeatureMap image(std::int64_t n) const {
     const std::size_t per = std::size_t(shape[1]) * shape[2] * shape[3];
-    return {data + per * n, int(shape[1]), int(shape[2]), int(shape[3])};
+    return {data + per * n, int(shape[1]), int(shape[2]), int(shape[3]), layout};
   }
 };
 

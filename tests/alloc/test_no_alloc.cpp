@@ -3,7 +3,7 @@
 // Counted by the replacement allocation functions of alloc_counter.cpp (every thread;
 // operator new and malloc & co.), not by timing. Three levels:
 //  1. each glue stage on its own (preprocess, anchors, proposal selection, level
-//     assignment, RoIAlign, box inference, batched NMS, postprocess), both conventions;
+//     assignment, RoIAlign (Ref, Omp, Simd), box inference, batched NMS, postprocess), both conventions;
 //  2. the whole Detector with a plain C++ executor that fills preallocated outputs;
 //  3. the whole Detector with TorchScriptExec on the Detectron2 fixture bundles, LibTorch's
 //     own allocations excluded by pausing the count while the executor runs the networks
@@ -32,6 +32,7 @@
 #include <rcnn/roi_align/omp_roi_align.hpp>
 #include <rcnn/mask/omp_paste.hpp>
 #include <rcnn/roi_align/roi_align_ref.hpp>
+#include <rcnn/roi_align/simd_roi_align.hpp>
 #include <rcnn/stages.hpp>
 
 #if RCNN_ALLOC_WITH_TORCH
@@ -122,6 +123,7 @@ struct Glue {
   rcnn::ScoredBoxes proposals;
   std::vector<int> levels;
   rcnn::OmpRoIAlign omp1{1}, omp2{2};
+  rcnn::SimdRoIAlign simd1{1}, simd2{2};
   rcnn::RoIAlignRef ref;
   std::vector<float> pooled;
   rcnn::SoftmaxBoxInference infer;
@@ -159,6 +161,8 @@ struct Glue {
     keep.reserve(1000);
     omp1.reserve(1000);
     omp2.reserve(1000);
+    simd1.reserve(1000);
+    simd2.reserve(1000);
   }
 
   /// One image through every stage.
@@ -188,6 +192,12 @@ struct Glue {
     const std::span<float> out(pooled.data(), out_size);
     omp1(maps, scales, proposals.boxes, levels, heads.pooler, out);
     omp2(maps, scales, proposals.boxes, levels, heads.pooler, out);
+    simd1(maps, scales, proposals.boxes, levels, heads.pooler, out);  // NCHW: transposed copies
+    for (std::size_t l = 0; l < 4; ++l) {  // the same memory read as channels-last maps
+      maps_nhwc[l] = maps[l];
+      maps_nhwc[l].layout = rcnn::Layout::nhwc;
+    }
+    simd2(maps_nhwc, scales, proposals.boxes, levels, heads.pooler, out);
     ref(maps, scales, proposals.boxes, levels, heads.pooler, out);
     const int K = NetworkOutputs::kClasses;
     const int dw = heads.background_first ? 4 * (K + 1) : 4 * K;
@@ -201,6 +211,7 @@ struct Glue {
 
   std::vector<rcnn::RpnLevelInput> rpn_inputs = std::vector<rcnn::RpnLevelInput>(5);
   std::vector<rcnn::FeatureMap> maps = std::vector<rcnn::FeatureMap>(4);
+  std::vector<rcnn::FeatureMap> maps_nhwc = std::vector<rcnn::FeatureMap>(4);
   std::vector<float> scales{0.25f, 0.125f, 0.0625f, 0.03125f};
 };
 

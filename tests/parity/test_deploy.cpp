@@ -555,6 +555,29 @@ TEST_CASE("AtenRoIAlign matches RoIAlignRef on random maps and awkward boxes") {
                        doctest::Contains("AtenRoIAlign: RoI 0 has level 3"), rcnn::Error);
 }
 
+TEST_CASE("channels-last feature maps: view_of keeps the memory, AtenRoIAlign reads it") {
+  // A channels-last tensor (what a --features-layout nhwc bundle returns) is viewed in place,
+  // tagged NHWC; a contiguous one NCHW; and AtenRoIAlign pools either as RoIAlignRef does.
+  const at::Tensor nchw = at::randn({1, 6, 9, 11});
+  const at::Tensor nhwc = nchw.contiguous(at::MemoryFormat::ChannelsLast);
+  const rcnn::TensorView a = rcnn::detail::view_of(nchw), b = rcnn::detail::view_of(nhwc);
+  CHECK(a.layout == rcnn::Layout::nchw);
+  CHECK(b.layout == rcnn::Layout::nhwc);
+  CHECK(b.data == nhwc.data_ptr<float>());
+  CHECK(b.shape == a.shape);
+  const std::vector<rcnn::FeatureMap> ma{a.image(0)}, mb{b.image(0)};
+  const std::vector<float> scales{0.5f};
+  const std::vector<rcnn::Box> boxes{{1, 2, 15, 13}, {-4, -4, 30, 30}, {8, 8, 9, 9}};
+  const std::vector<int> levels(boxes.size(), 0);
+  rcnn::PoolerConfig pc;
+  std::vector<float> ref(boxes.size() * 6 * 49), ref_nhwc(ref.size(), 1.f), aten(ref.size());
+  rcnn::RoIAlignRef{}(ma, scales, boxes, levels, pc, ref);
+  rcnn::RoIAlignRef{}(mb, scales, boxes, levels, pc, ref_nhwc);
+  CHECK(max_abs_diff(ref, ref_nhwc, ref.size()) == 0);
+  rcnn::AtenRoIAlign{}(mb, scales, boxes, levels, pc, aten);
+  CHECK(max_abs_diff(ref, aten, ref.size()) <= 1e-5);
+}
+
 TEST_CASE("AtenRoIAlign in the Detector: same detections as RoIAlignRef") {
   const rcnn::ModelConfig cfg = rcnn::read_bundle(kDynamic);
   rcnn::Detector<rcnn::TorchScriptExec, rcnn::AtenRoIAlign> aten(cfg, rcnn::TorchScriptExec(cfg, {1}));

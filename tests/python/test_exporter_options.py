@@ -1,5 +1,6 @@
 """The exporters' CPU speed options (--freeze, --channels-last): rcnn_export.core.optimize_module
-and export_bundle with them; the modules stay loadable and equal to the eager ones.
+and export_bundle with them; the modules stay loadable and equal to the eager ones. And
+--features-layout nhwc: channels-last RoI feature maps baked into backbone_rpn.
 bench/exporter_options.py measures what they gain.
 
     /usr/bin/python3 -m unittest discover -s tests/python
@@ -86,6 +87,65 @@ class OptimizeModuleTest(unittest.TestCase):
         self.assertIn("--freeze and --channels-last", err.getvalue())
         parser_args = parser.parse_args(["--output", self.tmp.name, "--freeze", "--channels-last"])
         self.assertTrue(parser_args.freeze and parser_args.channels_last)
+
+
+class TinyBackboneRpn(nn.Module):
+    """Returns (objectness, deltas, features) lists as a backbone_rpn module does."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        f = self.conv(x)
+        g = nn.functional.max_pool2d(f, 2)
+        return [f[:, :1]], [f[:, :4]], [f, g]
+
+
+class FeaturesLayoutTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+
+    def export(self, layout):
+        model_json = {"format": core.BUNDLE_FORMAT, "backbone": {"channels": 6},
+                      "modules": {"backbone_rpn": {"file": "backbone_rpn.pt", "static_shape": None}}}
+        spec = core.ModuleSpec("backbone_rpn", TinyBackboneRpn().eval(),
+                               [torch.randn(1, 3, 8, 12), torch.randn(1, 3, 10, 6)], lambda out: [
+                                   (f"t{i}_{j}", t) for i, ts in enumerate(out) for j, t in enumerate(ts)])
+        report = core.export_bundle(self.tmp.name, model_json, [spec], features_layout=layout)
+        for check in report["backbone_rpn"]["checks"]:
+            self.assertEqual(max(check["max_abs_diff"].values()), 0.0)
+        with open(os.path.join(self.tmp.name, "model.json")) as f:
+            written = f.read()
+        loaded = torch.jit.load(os.path.join(self.tmp.name, "backbone_rpn.pt"))
+        with torch.no_grad():
+            return written, loaded(torch.randn(1, 3, 10, 14))
+
+    def test_nhwc_bakes_channels_last_features_into_the_module(self):
+        written, (objectness, deltas, features) = self.export("nhwc")
+        self.assertIn('"features_layout": "nhwc"', written)
+        for f in features:  # same NCHW shape, channels-last memory
+            self.assertEqual(f.shape[1], 6)
+            self.assertTrue(f.is_contiguous(memory_format=torch.channels_last))
+            self.assertFalse(f.is_contiguous())
+        self.assertTrue(objectness[0].shape[1] == 1 and deltas[0].shape[1] == 4)
+
+    def test_nchw_default_writes_no_key(self):
+        written, (_, _, features) = self.export("nchw")
+        self.assertNotIn("features_layout", written)
+        self.assertTrue(all(f.is_contiguous() for f in features))
+
+    def test_bad_layout(self):
+        with self.assertRaises(core.ExportError):
+            core.export_bundle(self.tmp.name, {"modules": {}}, [], features_layout="nwhc")
+        parser = argparse.ArgumentParser()
+        core.add_bundle_arguments(parser)
+        self.assertEqual(parser.parse_args(["--output", "x"]).features_layout, "nchw")
+        self.assertEqual(parser.parse_args(["--output", "x", "--features-layout", "nhwc"]).features_layout, "nhwc")
+        with contextlib.redirect_stderr(io.StringIO()), self.assertRaises(SystemExit):
+            parser.parse_args(["--output", "x", "--features-layout", "hwc"])
 
 
 if __name__ == "__main__":

@@ -245,6 +245,23 @@ TEST_CASE("bundle: optional keys and accepted variants") {
       CHECK(c.classes[79] == "class_79");
     }
   }
+  SUBCASE("backbone.features_layout: absent / null = nchw, or nhwc; anything else is refused") {
+    json doc = load_fixture(shortest_edge);
+    CHECK(rcnn::parse_model_json(doc.dump()).backbone.features_layout == rcnn::Layout::nchw);
+    doc["backbone"]["features_layout"] = nullptr;
+    CHECK(rcnn::parse_model_json(doc.dump()).backbone.features_layout == rcnn::Layout::nchw);
+    doc["backbone"]["features_layout"] = "nchw";
+    CHECK(rcnn::parse_model_json(doc.dump()).backbone.features_layout == rcnn::Layout::nchw);
+    doc["backbone"]["features_layout"] = "nhwc";
+    CHECK(rcnn::parse_model_json(doc.dump()).backbone.features_layout == rcnn::Layout::nhwc);
+    doc["backbone"]["features_layout"] = "NHWC";
+    CHECK(parse_error(doc) == "model.json: backbone.features_layout: expected one of \"nchw\", "
+                              "\"nhwc\", got \"NHWC\"");
+    doc["backbone"]["features_layout"] = 1;
+    const std::string e = parse_error(doc);
+    CHECK(e.find("backbone.features_layout") != std::string::npos);
+    CHECK(e.find('\n') == std::string::npos);
+  }
   SUBCASE("source absent") {
     json doc = load_fixture(shortest_edge);
     doc.erase("source");

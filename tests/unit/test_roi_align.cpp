@@ -1,6 +1,7 @@
-// RoIAlign policies (RoIAlignRef, OmpRoIAlign) and the FPN level mapper against torchvision
-// 0.14's roi_align / MultiScaleRoIAlign and Detectron2's level formula (references from
-// tests/reference/gen_ops.py), and against each other.
+// RoIAlign policies (RoIAlignRef, OmpRoIAlign, SimdRoIAlign on each instruction set the CPU
+// has) and the FPN level mapper against torchvision 0.14's roi_align / MultiScaleRoIAlign and
+// Detectron2's level formula (references from tests/reference/gen_ops.py), and against each
+// other, on NCHW and channels-last (NHWC) feature maps.
 
 #include <doctest/doctest.h>
 
@@ -15,13 +16,16 @@
 #include <random>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
 
+#include "rcnn/concepts.hpp"
 #include "rcnn/roi_align/level_mapper.hpp"
 #include "rcnn/roi_align/omp_roi_align.hpp"
 #include "rcnn/roi_align/roi_align_ref.hpp"
+#include "rcnn/roi_align/simd_roi_align.hpp"
 
 namespace {
 
@@ -120,6 +124,55 @@ struct OmpRoIAlignN : rcnn::OmpRoIAlign {
   OmpRoIAlignN() { num_threads = N; }
 };
 
+/// SimdRoIAlign forced to one instruction set, with a fixed thread count.
+template <rcnn::SimdIsa Isa, int N>
+struct SimdRoIAlignN : rcnn::SimdRoIAlign {
+  SimdRoIAlignN() {
+    num_threads = N;
+    isa = Isa;
+  }
+};
+static_assert(rcnn::RoIAlignPolicy<rcnn::SimdRoIAlign>);
+static_assert(rcnn::RoIAlignPolicy<SimdRoIAlignN<rcnn::SimdIsa::avx2, 2>>);
+
+using SimdBaseline1 = SimdRoIAlignN<rcnn::SimdIsa::baseline, 1>;
+using SimdBaseline3 = SimdRoIAlignN<rcnn::SimdIsa::baseline, 3>;
+using SimdAvx2x1 = SimdRoIAlignN<rcnn::SimdIsa::avx2, 1>;
+using SimdAvx2x2 = SimdRoIAlignN<rcnn::SimdIsa::avx2, 2>;
+using SimdAvx512x1 = SimdRoIAlignN<rcnn::SimdIsa::avx512, 1>;
+using SimdAvx512x3 = SimdRoIAlignN<rcnn::SimdIsa::avx512, 3>;
+
+/// False (with a message) for a SimdRoIAlign forced to an instruction set this CPU lacks:
+/// such a test has nothing to run here (it runs on a CPU that has it).
+template <class Pool>
+bool runnable(const Pool& pool) {
+  if constexpr (std::is_base_of_v<rcnn::SimdRoIAlign, Pool>) {
+    if (!rcnn::simd_isa_supported(pool.isa)) {
+      MESSAGE("skipped: this CPU has no " << rcnn::simd_isa_name(pool.isa));
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Channels-last copies of NCHW maps, with their views.
+struct NhwcMaps {
+  std::vector<std::vector<float>> data;
+  std::vector<rcnn::FeatureMap> views;
+  explicit NhwcMaps(std::span<const rcnn::FeatureMap> maps) {
+    for (const rcnn::FeatureMap& m : maps) {
+      std::vector<float> d(m.size());
+      const std::size_t plane = std::size_t(m.height) * std::size_t(m.width);
+      for (std::size_t c = 0; c < std::size_t(m.channels); ++c)
+        for (std::size_t p = 0; p < plane; ++p) d[p * std::size_t(m.channels) + c] = m.data[c * plane + p];
+      data.push_back(std::move(d));
+    }
+    for (std::size_t l = 0; l < maps.size(); ++l)
+      views.push_back({data[l].data(), maps[l].channels, maps[l].height, maps[l].width,
+                       rcnn::Layout::nhwc});
+  }
+};
+
 }  // namespace
 
 TEST_CASE("assign_levels matches the frameworks' level mappers") {
@@ -186,10 +239,13 @@ TEST_CASE("std::log2(float) versus torch.log2 on float tensors (measured)") {
 }
 
 TEST_CASE_TEMPLATE("RoIAlign matches torchvision roi_align / MultiScaleRoIAlign", Pool,
-                   rcnn::RoIAlignRef, OmpRoIAlignN<1>, OmpRoIAlignN<3>) {
+                   rcnn::RoIAlignRef, OmpRoIAlignN<1>, OmpRoIAlignN<3>, SimdBaseline1,
+                   SimdAvx2x2, SimdAvx512x1, SimdAvx512x3) {
   const nlohmann::json m = ops_manifest();
   const Maps maps(m["roi_align_maps"]);
+  const NhwcMaps nhwc(maps.views);
   Pool pool;
+  if (!runnable(pool)) return;
   std::vector<float> out;
   REQUIRE(m["roi_align"].size() == 3);
   for (const auto& c : m["roi_align"]) {
@@ -200,13 +256,17 @@ TEST_CASE_TEMPLATE("RoIAlign matches torchvision roi_align / MultiScaleRoIAlign"
     const auto ref = load_vec<float>(dir, "out");
     const rcnn::PoolerConfig cfg = pooler_config(c);
     const auto scales = scales_of(c);
-    out.assign(ref.size(), -12345.f);  // no pre-zeroing needed: poison it
-    pool(maps.views, scales, rois, levels, cfg, out);
-    const Diff d = compare(out, ref);
-    MESSAGE(dir << ": max |diff| " << d.max_abs << ", max rel " << d.max_rel << ", "
-                << d.not_identical << " of " << ref.size() << " values not bit-identical");
-    CHECK(d.max_rel <= 1e-5);
-    CHECK(d.not_identical == 0);  // measured: bit-identical to torchvision 0.14 (Debian)
+    for (const bool channels_last : {false, true}) {
+      CAPTURE(channels_last);
+      out.assign(ref.size(), -12345.f);  // no pre-zeroing needed: poison it
+      pool(channels_last ? nhwc.views : maps.views, scales, rois, levels, cfg, out);
+      const Diff d = compare(out, ref);
+      MESSAGE(dir << (channels_last ? " (NHWC)" : " (NCHW)") << ": max |diff| " << d.max_abs
+                  << ", max rel " << d.max_rel << ", " << d.not_identical << " of "
+                  << ref.size() << " values not bit-identical");
+      CHECK(d.max_rel <= 1e-5);
+      CHECK(d.not_identical == 0);  // measured: bit-identical to torchvision 0.14 (Debian)
+    }
   }
 }
 
@@ -258,6 +318,114 @@ TEST_CASE("OmpRoIAlign is bit-identical to RoIAlignRef (thread counts, work spli
   }
 }
 
+TEST_CASE_TEMPLATE("Optimised RoIAlign policies are bit-identical to RoIAlignRef (layouts, "
+                   "channel tails, borders, degenerate RoIs)",
+                   Pool, OmpRoIAlignN<1>, OmpRoIAlignN<2>, SimdBaseline1, SimdBaseline3,
+                   SimdAvx2x1, SimdAvx2x2, SimdAvx512x1, SimdAvx512x3) {
+  Pool pool;
+  if (!runnable(pool)) return;
+  std::mt19937 rng(777);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int sizes[4][2] = {{50, 38}, {25, 19}, {13, 10}, {1, 5}};  // odd sizes, a 1-row map
+  const std::vector<float> scales{0.25f, 0.125f, 0.0625f, 0.03125f};
+  // Channel counts around the vector widths (4, 8, 16 floats) and the 64-channel block.
+  for (const int channels : {1, 3, 4, 9, 16, 21, 64, 83}) {
+    std::vector<std::vector<float>> storage;
+    std::vector<rcnn::FeatureMap> maps;
+    for (const auto& s : sizes) {
+      storage.emplace_back(std::size_t(channels) * std::size_t(s[0] * s[1]));
+      for (auto& v : storage.back()) v = nd(rng);
+    }
+    for (std::size_t l = 0; l < 4; ++l)
+      maps.push_back({storage[l].data(), channels, sizes[l][0], sizes[l][1]});
+    const NhwcMaps nhwc(maps);
+    // Random RoIs (some reaching outside, some empty) plus fixed ones on every border, fully
+    // outside, a point, inverted and covering the map, on every level.
+    std::uniform_real_distribution<float> pos(-40.f, 200.f), side(-2.f, 150.f);
+    std::vector<rcnn::Box> rois;
+    std::vector<int> levels;
+    for (int r = 0; r < 24; ++r) {
+      const float x = pos(rng), y = pos(rng);
+      rois.push_back({x, y, x + std::max(side(rng), 0.f), y + std::max(side(rng), 0.f)});
+      levels.push_back(int(rng() % 4));
+    }
+    for (int l = 0; l < 4; ++l) {
+      const float w = float(sizes[l][1]) / scales[std::size_t(l)];
+      const float h = float(sizes[l][0]) / scales[std::size_t(l)];
+      for (const rcnn::Box b : {rcnn::Box{0, 0, w, h}, rcnn::Box{-9, -9, 12, 12},
+                                rcnn::Box{w - 10, h - 10, w + 5, h + 5}, rcnn::Box{w - 3, 0, w, h},
+                                rcnn::Box{w + 20, h + 20, w + 60, h + 60},
+                                rcnn::Box{-80, -80, -30, -30}, rcnn::Box{7, 7, 7, 7},
+                                rcnn::Box{30, 30, 10, 10}, rcnn::Box{-20, -20, 2 * w, 2 * h}}) {
+        rois.push_back(b);
+        levels.push_back(l);
+      }
+    }
+    for (const auto& [res, ratio, aligned] :
+         {std::tuple{7, 0, true}, std::tuple{7, 2, false}, std::tuple{7, 0, false},
+          std::tuple{14, 0, true}, std::tuple{14, 2, false}, std::tuple{5, 3, true}}) {
+      rcnn::PoolerConfig cfg;
+      cfg.resolution = res;
+      cfg.sampling_ratio = ratio;
+      cfg.aligned = aligned;
+      const std::size_t n = rois.size() * std::size_t(channels) * std::size_t(res * res);
+      std::vector<float> ref(n, 1.f), got(n);
+      rcnn::RoIAlignRef{}(maps, scales, rois, levels, cfg, ref);
+      for (const bool channels_last : {false, true}) {
+        std::fill(got.begin(), got.end(), 2.f);
+        pool(channels_last ? nhwc.views : maps, scales, rois, levels, cfg, got);
+        CAPTURE(channels);
+        CAPTURE(res);
+        CAPTURE(ratio);
+        CAPTURE(aligned);
+        CAPTURE(channels_last);
+        CHECK(bit_identical(got, ref));
+      }
+    }
+  }
+}
+
+TEST_CASE("RoIAlignRef reads NHWC maps as it reads NCHW ones") {
+  std::vector<float> data(5 * 6 * 7);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = float(i % 13) * 0.5f - 2.f;
+  const std::vector<rcnn::FeatureMap> nchw{{data.data(), 5, 6, 7}};
+  const NhwcMaps nhwc(nchw);
+  CHECK(nhwc.views[0].pixel_stride() == 5);
+  CHECK(nhwc.views[0].channel_stride() == 1);
+  CHECK(nchw[0].pixel_stride() == 1);
+  CHECK(nchw[0].channel_stride() == 42);
+  const std::vector<float> scales{1.f};
+  const std::vector<rcnn::Box> rois{{0.3f, 0.2f, 5.5f, 4.1f}, {-2, -2, 3, 3}};
+  const std::vector<int> levels{0, 0};
+  rcnn::PoolerConfig cfg;
+  std::vector<float> a(2 * 5 * 49), b(a.size(), 1.f);
+  rcnn::RoIAlignRef{}(nchw, scales, rois, levels, cfg, a);
+  rcnn::RoIAlignRef{}(nhwc.views, scales, rois, levels, cfg, b);
+  CHECK(bit_identical(a, b));
+  // Not all zeros: the comparison above means something.
+  CHECK(std::any_of(a.begin(), a.end(), [](float v) { return v != 0.f; }));
+}
+
+TEST_CASE("SimdRoIAlign: instruction-set dispatch") {
+  // automatic resolves to an instruction set this CPU has; the baseline is always there.
+  const rcnn::SimdRoIAlign automatic;
+  const rcnn::SimdIsa chosen = automatic.kernel_isa();
+  CHECK(chosen != rcnn::SimdIsa::automatic);
+  CHECK(rcnn::simd_isa_supported(chosen));
+  CHECK(rcnn::simd_isa_supported(rcnn::SimdIsa::baseline));
+  MESSAGE("SimdRoIAlign runs " << std::string(rcnn::simd_isa_name(chosen)) << " here (avx2: "
+                               << rcnn::simd_isa_supported(rcnn::SimdIsa::avx2) << ", avx512: "
+                               << rcnn::simd_isa_supported(rcnn::SimdIsa::avx512) << ")");
+  // A forced instruction set the CPU lacks is an error, never an illegal instruction.
+  for (const rcnn::SimdIsa isa : {rcnn::SimdIsa::avx2, rcnn::SimdIsa::avx512}) {
+    const rcnn::SimdRoIAlign forced{1, isa};
+    if (rcnn::simd_isa_supported(isa))
+      CHECK(forced.kernel_isa() == isa);
+    else
+      CHECK_THROWS_AS(static_cast<void>(forced.kernel_isa()), rcnn::Error);
+  }
+}
+
 TEST_CASE("RoIAlign: empty / inverted RoIs give zeros; validation errors") {
   std::vector<float> data(2 * 8 * 8, 1.f);
   const std::vector<rcnn::FeatureMap> maps{{data.data(), 2, 8, 8}};
@@ -297,6 +465,7 @@ TEST_CASE("RoIAlign: empty / inverted RoIs give zeros; validation errors") {
   const std::vector<int> bad_levels{0, 1, 0, 0, 0};
   CHECK_THROWS_AS(rcnn::RoIAlignRef{}(maps, scales, rois, bad_levels, cfg, out), rcnn::Error);
   CHECK_THROWS_AS(rcnn::OmpRoIAlign{}(maps, scales, rois, bad_levels, cfg, out), rcnn::Error);
+  CHECK_THROWS_AS(rcnn::SimdRoIAlign{}(maps, scales, rois, bad_levels, cfg, out), rcnn::Error);
   std::vector<float> small(10);
   CHECK_THROWS_AS(rcnn::RoIAlignRef{}(maps, scales, rois, levels, cfg, small), rcnn::Error);
   std::vector<int> lv(2);
@@ -331,7 +500,7 @@ TEST_CASE("OmpRoIAlign reuses its sample tables at steady state") {
   CHECK(buffers() == before);
 }
 
-TEST_CASE("OmpRoIAlign: pixel (0, 0) read with weight 0 and non-finite features, bit-identical") {
+TEST_CASE("OmpRoIAlign / SimdRoIAlign: pixel (0, 0) read with weight 0 and non-finite features") {
   // Samples outside the map read pixel (0, 0) with weight 0 in the kernel: 0 * inf = NaN
   // must come out of OmpRoIAlign's tile exactly as from RoIAlignRef. Channel counts with a
   // partial group, RoIs reaching outside every border.
@@ -363,6 +532,15 @@ TEST_CASE("OmpRoIAlign: pixel (0, 0) read with weight 0 and non-finite features,
           CAPTURE(aligned);
           CAPTURE(ratio);
           CAPTURE(threads);
+          CHECK(bit_identical(got, ref));
+        }
+        for (const rcnn::SimdIsa isa :
+             {rcnn::SimdIsa::baseline, rcnn::SimdIsa::avx2, rcnn::SimdIsa::avx512}) {
+          if (!rcnn::simd_isa_supported(isa)) continue;
+          std::fill(got.begin(), got.end(), 2.f);
+          rcnn::SimdRoIAlign{2, isa}(maps, scales, rois, levels, cfg, got);
+          const std::string isa_name = rcnn::simd_isa_name(isa);
+          CAPTURE(isa_name);
           CHECK(bit_identical(got, ref));
         }
       }
@@ -398,6 +576,12 @@ TEST_CASE("OmpRoIAlign: RoIs too large for the tile or the axis buffer, bit-iden
       CHECK(bit_identical(got, ref));
       CHECK(pool.ws.plans[0].direct);
       CHECK(pool.ws.plans[1].direct == (ratio == 200));
+      // SimdRoIAlign has no tile: only the RoIs with too many axis samples go direct.
+      rcnn::SimdRoIAlign simd{threads};
+      std::fill(got.begin(), got.end(), 2.f);
+      simd(maps, scales, rois, levels, cfg, got);
+      CHECK(bit_identical(got, ref));
+      CHECK(simd.ws.plans[0].direct == (ratio == 200));
     }
   }
 }

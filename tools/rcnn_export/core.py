@@ -27,7 +27,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import torch
@@ -229,6 +229,11 @@ def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
                        help="torch.jit.freeze the modules (faster on CPU)")
     group.add_argument("--channels-last", action="store_true",
                        help="channels-last weights (NHWC convolutions on CPU)")
+    group.add_argument("--features-layout", choices=FEATURES_LAYOUTS, default="nchw",
+                       help="memory layout of the RoI feature maps backbone_rpn returns: nchw "
+                            "(default) or nhwc (channels-last, converted inside the module, on "
+                            "its device; rcnn's SimdRoIAlign reads it without a copy); recorded as "
+                            "backbone.features_layout in model.json")
 
 
 def validate_bundle_arguments(args: argparse.Namespace) -> None:
@@ -626,20 +631,45 @@ def load_module(path: str, target: str) -> torch.jit.ScriptModule:
     return torch.jit.load(path, map_location=target_device(target))
 
 
+FEATURES_LAYOUTS = ("nchw", "nhwc")
+
+
+class ChannelsLastFeatures(nn.Module):
+    """A backbone_rpn module whose RoI feature maps come out channels-last (NHWC memory, same
+    NCHW shape and values): the conversion is part of the traced graph, so it runs on the
+    module's device (an accelerator's, not the host's)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: Tensor) -> Any:
+        objectness, deltas, features = self.inner(images)
+        return objectness, deltas, [f.contiguous(memory_format=torch.channels_last) for f in features]
+
+
 def export_bundle(output_dir: str, model_json: Dict[str, Any], specs: Sequence[ModuleSpec], *,
                   target: str = "cpu", tolerance: Optional[float] = None,
                   add_sha256: bool = True, freeze: bool = False,
-                  channels_last: bool = False) -> Dict[str, Any]:
+                  channels_last: bool = False, features_layout: str = "nchw") -> Dict[str, Any]:
     """Trace, save, reload and check every module, then write model.json (last, so that a
     directory with a model.json is a complete bundle). Returns a report per module.
-    ``freeze`` / ``channels_last``: see ``optimize_module`` (not for the neuron target)."""
+    ``freeze`` / ``channels_last``: see ``optimize_module`` (not for the neuron target).
+    ``features_layout`` "nhwc": backbone_rpn returns its RoI feature maps channels-last
+    (``ChannelsLastFeatures``), recorded as ``backbone.features_layout``."""
     check_target(target)
+    if features_layout not in FEATURES_LAYOUTS:
+        raise ExportError(f"features_layout: expected one of {', '.join(FEATURES_LAYOUTS)}, got {features_layout!r}")
     tol = DEFAULT_TOLERANCE[target] if tolerance is None else tolerance
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, "model.json")
     if os.path.exists(json_path):
         os.remove(json_path)
     model_json = json.loads(json.dumps(model_json))  # private copy
+    if features_layout == "nhwc":
+        model_json.setdefault("backbone", {})["features_layout"] = "nhwc"
+        specs = [replace(spec, module=ChannelsLastFeatures(spec.module))
+                 if spec.key == "backbone_rpn" else spec for spec in specs]
     modules = model_json.setdefault("modules", {})
     report: Dict[str, Any] = {}
     for spec in specs:

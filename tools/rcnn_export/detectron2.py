@@ -540,7 +540,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         specs = core.standard_specs(model_json, wrappers[0], wrappers[1], device=torch.device(device),
                                     mask_head=wrappers[2] if len(wrappers) > 2 else None)
         core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance,
-                           freeze=args.freeze, channels_last=args.channels_last)
+                           freeze=args.freeze, channels_last=args.channels_last,
+                           features_layout=args.features_layout)
     except core.ExportError as error:
         core.exit_with_export_error(error)
     print(args.output)

@@ -106,12 +106,19 @@ inline torch::jit::Module load_module(const std::filesystem::path& path,
   return m;
 }
 
-/// View of a host float32 contiguous tensor (up to 4 dimensions; missing ones are 1).
+/// View of a host float32 tensor, contiguous or (4-D) channels-last (up to 4 dimensions;
+/// missing ones are 1). `shape` is the logical NCHW shape either way.
 inline TensorView view_of(const at::Tensor& t) {
   TensorView v;
   v.data = t.data_ptr<float>();
   for (int64_t i = 0; i < 4; ++i) v.shape[std::size_t(i)] = i < t.dim() ? t.size(i) : 1;
+  if (!t.is_contiguous() && t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast))
+    v.layout = Layout::nhwc;
   return v;
+}
+
+inline at::MemoryFormat memory_format_of(Layout layout) {
+  return layout == Layout::nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 /// Turns the graph executor's optimisations off for a scope (a thread-local switch in
@@ -137,7 +144,8 @@ struct TorchRunScope {
 /// The common base of the LibTorch executors: holds the two modules of a bundle on one
 /// device and implements `rcnn::Executor` for them. Inputs are host views (copied to the
 /// device when it is not the CPU); outputs are checked (tuple layout, float32, rank) and
-/// copied back to the host, contiguous. Derived executors decide how the modules are
+/// copied back to the host, contiguous (feature maps: contiguous or channels-last, handed
+/// over without a copy on the CPU; `TensorView::layout` says which). Derived executors decide how the modules are
 /// loaded (`load_modules` after their own set-up) and on which device.
 class TorchModulesExec {
  public:
@@ -209,6 +217,7 @@ class TorchModulesExec {
     // Messages name the module by its path in the bundle.
     backbone_file_ = (dir / cfg.modules.backbone_rpn.file).string();
     box_head_file_ = (dir / cfg.modules.box_head.file).string();
+    features_layout_ = cfg.backbone.features_layout;
     backbone_ = load_module(backbone_file_, device_);
     box_head_ = load_module(box_head_file_, device_);
     if (cfg.modules.mask_head) {
@@ -242,9 +251,9 @@ class TorchModulesExec {
     return device_.is_cpu() ? t : t.to(device_);
   }
 
-  /// Checks one output tensor and returns it on the host, contiguous.
-  static at::Tensor checked(const c10::IValue& v, const std::string& what,
-                            const std::string& module, int64_t dims) {
+  /// Checks one output tensor (float32, `dims` dimensions) and returns it as it is.
+  static at::Tensor checked_tensor(const c10::IValue& v, const std::string& what,
+                                   const std::string& module, int64_t dims) {
     if (!v.isTensor()) fail(module + ": " + what + " is not a tensor (" + v.tagKind() + ")");
     at::Tensor t = v.toTensor();
     if (t.scalar_type() != at::kFloat)
@@ -253,7 +262,27 @@ class TorchModulesExec {
     if (t.dim() != dims)
       fail(module + ": " + what + " has shape " + shape_string(t) + ", expected " +
            std::to_string(dims) + " dimensions");
-    return t.to(torch::kCPU).contiguous();
+    return t;
+  }
+
+  /// Checks one output tensor and returns it on the host, contiguous.
+  static at::Tensor checked(const c10::IValue& v, const std::string& what,
+                            const std::string& module, int64_t dims) {
+    return checked_tensor(v, what, module, dims).to(torch::kCPU).contiguous();
+  }
+
+  /// A feature map on the host without a copy when it already is contiguous NCHW or
+  /// channels-last (a bundle exported with `--features-layout nhwc` returns the latter);
+  /// anything else is made contiguous in the bundle's `backbone.features_layout`, on the
+  /// device (before the copy to the host).
+  at::Tensor host_features(const c10::IValue& v, const std::string& what) const {
+    at::Tensor t = checked_tensor(v, what, backbone_file_, 4);
+    const auto dense = [](const at::Tensor& x) {
+      return x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast);
+    };
+    if (!dense(t)) t = t.contiguous(memory_format_of(features_layout_));
+    t = t.to(torch::kCPU);  // keeps the strides of a dense tensor
+    return dense(t) ? t : t.contiguous(memory_format_of(features_layout_));
   }
 
   void collect(const c10::IValue& list, const std::string& what, std::vector<TensorView>& out,
@@ -263,8 +292,9 @@ class TorchModulesExec {
     auto items = list.toListRef();
     out.clear();
     for (std::size_t i = 0; i < items.size(); ++i) {
-      held_backbone_.push_back(
-          checked(items[i], what + "[" + std::to_string(i) + "]", backbone_file_, 4));
+      const std::string name = what + "[" + std::to_string(i) + "]";
+      held_backbone_.push_back(keep_device ? host_features(items[i], name)
+                                           : checked(items[i], name, backbone_file_, 4));
       out.push_back(view_of(held_backbone_.back()));
       if (keep_device) device_features_.push_back(items[i].toTensor());
     }
@@ -275,6 +305,7 @@ class TorchModulesExec {
   std::string backbone_file_, box_head_file_, mask_head_file_;
   torch::jit::Module backbone_, box_head_, mask_head_;
   bool has_mask_head_ = false;
+  Layout features_layout_ = Layout::nchw;
   at::Tensor held_mask_;
   std::vector<at::Tensor> held_backbone_, device_features_;
   at::Tensor held_head_[2];

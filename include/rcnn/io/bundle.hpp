@@ -101,7 +101,7 @@ inline bool is_known_bundle_key(std::string_view key) {
       "pixel_mean", "pixel_std", "resize", "mode", "min_size", "max_size", "height", "width",
       "size_divisibility", "modules", "backbone_rpn", "box_head", "mask_head", "file",
       "static_shape", "static_rois", "sha256", "neuron_library", "backbone", "rpn_levels", "roi_levels",
-      "strides", "channels", "anchors", "sizes", "aspect_ratios", "offset",
+      "strides", "channels", "features_layout", "anchors", "sizes", "aspect_ratios", "offset",
       "round_cell_anchors", "stride_from", "rpn", "pre_nms_topk", "post_nms_topk",
       "nms_threshold", "min_box_size", "min_box_size_inclusive", "score_threshold",
       "nms_scores", "box_weights", "scale_clamp", "roi_heads", "num_classes", "background",
@@ -576,6 +576,8 @@ inline ModelConfig parse_model_json(std::string_view json_text,
       b.roi_strides.push_back(s);
     }
     b.channels = read_int(backbone.child("channels"), 1);
+    if (const auto layout = backbone.find("features_layout"); layout && !layout->is_null())
+      b.features_layout = read_choice(*layout, {"nchw", "nhwc"}) == 0 ? Layout::nchw : Layout::nhwc;
   }
 
   // anchors

@@ -55,9 +55,12 @@ struct AtenRoIAlign {
       c10::InferenceMode inference;
       const auto f32 = at::TensorOptions().dtype(at::kFloat);
       std::vector<at::Tensor> tmaps;
-      for (const FeatureMap& m : maps)
-        tmaps.push_back(
-            at::from_blob(const_cast<float*>(m.data), {m.channels, m.height, m.width}, f32));
+      for (const FeatureMap& m : maps)  // C x H x W with the map's strides (either layout)
+        tmaps.push_back(at::from_blob(
+            const_cast<float*>(m.data), {m.channels, m.height, m.width},
+            {std::int64_t(m.channel_stride()), std::int64_t(m.width) * std::int64_t(m.pixel_stride()),
+             std::int64_t(m.pixel_stride())},
+            f32));
       const at::Tensor trois =
           at::from_blob(const_cast<Box*>(rois.data()), {std::int64_t(rois.size()), 4}, f32);
       const at::Tensor tlevels =

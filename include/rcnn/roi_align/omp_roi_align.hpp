@@ -15,39 +15,12 @@
 
 #include "../config.hpp"
 #include "../types.hpp"
+#include "roi_align_plan.hpp"
 #include "roi_align_ref.hpp"
 
 namespace rcnn {
 
 namespace detail {
-
-/// One axis of a bilinear sample: `bilinear_sample()`'s per-axis half, with the indices
-/// turned into offsets into a tile. A sample of the 2-D kernel is inside the map when both
-/// of its axes are; its four weights are the products `h_y * h_x`, `h_y * l_x`, `l_y * h_x`,
-/// `l_y * l_x` of its axes' values (float32, as `bilinear_sample()` computes them) and its
-/// four pixels combine the axes' low / high indices.
-struct AxisSample {
-  int low = 0, high = 0;  ///< map indices; after planning, offsets in the RoI's tile
-  float l = 0.f, h = 0.f;
-  bool inside = false;
-};
-
-inline AxisSample axis_sample(float v, int size) {
-  AxisSample a;
-  a.inside = v >= -1.0f && v <= float(size);  // NaN: outside
-  if (!a.inside) return a;
-  if (v <= 0.f) v = 0.f;
-  a.low = int(v);
-  if (a.low >= size - 1) {
-    a.high = a.low = size - 1;
-    v = float(a.low);
-  } else {
-    a.high = a.low + 1;
-  }
-  a.l = v - float(a.low);
-  a.h = float(1. - double(a.l));  // `1. - l`: double, as in the kernel
-  return a;
-}
 
 /// dst[x * 8 + j] = src[j * plane + x] for x < n, j < 8: one row of 8 channel planes,
 /// interleaved. (Measured: faster than 4 x 4 SSE transposes of unaligned rows here.)
@@ -55,18 +28,6 @@ inline void interleave8(const float* src, std::size_t plane, int n, float* dst) 
   for (int x = 0; x < n; ++x)
     for (std::size_t j = 0; j < 8; ++j) dst[std::size_t(x) * 8 + j] = src[j * plane + std::size_t(x)];
 }
-
-/// What `OmpRoIAlign` precomputes per RoI: its geometry and the window of its map that its
-/// samples read (rows y0 .. y0 + rows - 1, columns x0 .. x0 + cols - 1; empty when no
-/// sample is inside the map). `direct`: too many samples or too large a window for the
-/// fixed-size scratch; pooled straight from the map instead.
-struct RoIAlignPlan {
-  RoIAlignGeometry g;
-  int level = 0;
-  int y0 = 0, x0 = 0, rows = 0, cols = 0;
-  bool direct = false;
-  std::size_t pixels() const { return std::size_t(rows) * std::size_t(cols); }
-};
 
 }  // namespace detail
 
@@ -99,6 +60,8 @@ struct OmpRoIAlignWorkspace {
 /// and channel from anywhere in the maps. A RoI whose window exceeds the tile (`kTilePixels`)
 /// or whose samples exceed `kMaxAxisSamples` (only RoIs far larger than their map) is pooled
 /// straight from the map, as RoIAlignRef does.
+/// Layouts: NCHW maps (above) and NHWC maps (the group's 8 channels of a pixel are already
+/// contiguous: copied as they are); `SimdRoIAlign` is the faster choice for NHWC maps.
 /// Work split: (channel group, RoI range) items, dynamically scheduled; RoI ranges are cut
 /// only when there are fewer groups than threads. `num_threads` goes to the `num_threads`
 /// clause of the parallel region (values < 1 mean 1); the global OpenMP thread count is
@@ -184,66 +147,11 @@ struct OmpRoIAlign {
             std::span<const Box> rois, std::span<const int> levels,
             const PoolerConfig& cfg) const {
     const std::size_t R = rois.size();
-    const int pooled = cfg.resolution;
     if (ws.plans.size() < R) ws.plans.resize(R);
     if (ws.order.size() < R) ws.order.resize(R);
-    detail::AxisSample* scratch = ws.axes[0].data();
-    for (std::size_t r = 0; r < R; ++r) {
-      detail::RoIAlignPlan& p = ws.plans[r];
-      p = {};
-      p.level = levels[r];
-      p.g = detail::roi_align_geometry(rois[r], spatial_scales[std::size_t(p.level)], pooled,
-                                       cfg.sampling_ratio, cfg.aligned);
-      if (p.g.grid_h <= 0 || p.g.grid_w <= 0) continue;
-      if (std::size_t(pooled) * (std::size_t(p.g.grid_h) + std::size_t(p.g.grid_w)) >
-          kMaxAxisSamples) {
-        p.direct = true;
-        continue;
-      }
-      const FeatureMap& map = maps[std::size_t(p.level)];
-      int y_first, y_last, x_first, x_last;
-      const bool in_y = axis_samples(p.g.start_h, p.g.bin_h, p.g.grid_h, pooled, map.height,
-                                     scratch, y_first, y_last);
-      const bool in_x = axis_samples(p.g.start_w, p.g.bin_w, p.g.grid_w, pooled, map.width,
-                                     scratch, x_first, x_last);
-      if (in_y && in_x) {
-        p.y0 = y_first;
-        p.x0 = x_first;
-        p.rows = y_last - y_first + 1;
-        p.cols = x_last - x_first + 1;
-      }
-      p.direct = p.pixels() + 1 > kTilePixels;
-    }
-    // Level, then window row, then column: neighbouring RoIs share cached rows.
-    for (std::size_t r = 0; r < R; ++r) ws.order[r] = int(r);
-    const detail::RoIAlignPlan* plans = ws.plans.data();
-    std::sort(ws.order.begin(), ws.order.begin() + std::ptrdiff_t(R), [plans](int a, int b) {
-      const detail::RoIAlignPlan& pa = plans[a];
-      const detail::RoIAlignPlan& pb = plans[b];
-      if (pa.level != pb.level) return pa.level < pb.level;
-      if (pa.y0 != pb.y0) return pa.y0 < pb.y0;
-      if (pa.x0 != pb.x0) return pa.x0 < pb.x0;
-      return a < b;
-    });
-  }
-
-  /// The `pooled * grid` samples of one axis, in (p, i) order, and the range of map indices
-  /// the inside ones read; returns false when none is inside.
-  static bool axis_samples(float start, float bin, int grid, int pooled, int size,
-                           detail::AxisSample* out, int& first, int& last) {
-    first = size;
-    last = -1;
-    for (int p = 0; p < pooled; ++p)
-      for (int i = 0; i < grid; ++i) {
-        const detail::AxisSample a =
-            detail::axis_sample(detail::roi_align_coord(start, p, bin, i, grid), size);
-        out[p * grid + i] = a;
-        if (a.inside) {
-          first = std::min(first, a.low);
-          last = std::max(last, a.high);
-        }
-      }
-    return last >= first;
+    detail::plan_rois(maps, spatial_scales, rois, levels, cfg, kMaxAxisSamples, kTilePixels - 1,
+                      ws.axes[0].data(), std::span(ws.plans.data(), R),
+                      std::span(ws.order.data(), R));
   }
 
   /// out[r, c0 .. c0 + 7, :, :] (fewer for the last group) of a RoI pooled from its tile.
@@ -264,8 +172,10 @@ struct OmpRoIAlign {
     detail::AxisSample* ys = axes;
     detail::AxisSample* xs = axes + std::size_t(pooled) * std::size_t(g.grid_h);
     int unused_first, unused_last;
-    axis_samples(g.start_h, g.bin_h, g.grid_h, pooled, map.height, ys, unused_first, unused_last);
-    axis_samples(g.start_w, g.bin_w, g.grid_w, pooled, map.width, xs, unused_first, unused_last);
+    detail::axis_samples(g.start_h, g.bin_h, g.grid_h, pooled, map.height, ys, unused_first,
+                         unused_last);
+    detail::axis_samples(g.start_w, g.bin_w, g.grid_w, pooled, map.width, xs, unused_first,
+                         unused_last);
     for (int i = 0; i < pooled * g.grid_h; ++i) {
       ys[i].low = (ys[i].low - p.y0) * p.cols * kGroup;
       ys[i].high = (ys[i].high - p.y0) * p.cols * kGroup;
@@ -276,25 +186,25 @@ struct OmpRoIAlign {
     }
     // The window (and pixel (0, 0)) of the group's channels, interleaved: tile pixel
     // (y, x) holds the 8 channels at (y0 + y, x0 + x).
-    const std::size_t plane = std::size_t(map.height) * std::size_t(map.width);
-    const float* base = map.data + std::size_t(c0) * plane;
+    // NHWC maps: the group's channels of a pixel are already contiguous (one copy per pixel).
+    const std::size_t cs = map.channel_stride(), ps = map.pixel_stride();
+    const float* base = map.data + std::size_t(c0) * cs;
     for (int y = 0; y < p.rows; ++y) {
       float* dst = tile + std::size_t(y) * std::size_t(p.cols) * kGroup;
       const std::size_t row = std::size_t(p.y0 + y) * std::size_t(map.width) + std::size_t(p.x0);
-      if (nc == kGroup) {
-        detail::interleave8(base + row, plane, p.cols, dst);
+      if (nc == kGroup && map.layout == Layout::nchw) {
+        detail::interleave8(base + row, cs, p.cols, dst);
       } else {
-        for (int j = 0; j < nc; ++j) {
-          const float* src = base + std::size_t(j) * plane + row;
-          for (int x = 0; x < p.cols; ++x) dst[std::size_t(x) * kGroup + std::size_t(j)] = src[x];
+        for (int x = 0; x < p.cols; ++x) {
+          const float* src = base + (row + std::size_t(x)) * ps;
+          for (int j = 0; j < kGroup; ++j)
+            dst[std::size_t(x) * kGroup + std::size_t(j)] = j < nc ? src[std::size_t(j) * cs] : 0.f;
         }
-        for (int j = nc; j < kGroup; ++j)
-          for (int x = 0; x < p.cols; ++x) dst[std::size_t(x) * kGroup + std::size_t(j)] = 0.f;
       }
     }
     const float* corner = tile + p.pixels() * kGroup;
     for (int j = 0; j < kGroup; ++j)
-      tile[p.pixels() * kGroup + std::size_t(j)] = j < nc ? base[std::size_t(j) * plane] : 0.f;
+      tile[p.pixels() * kGroup + std::size_t(j)] = j < nc ? base[std::size_t(j) * cs] : 0.f;
 
     for (int ph = 0; ph < pooled; ++ph)
       for (int pw = 0; pw < pooled; ++pw) {
@@ -303,21 +213,10 @@ struct OmpRoIAlign {
           const detail::AxisSample& y = ys[ph * g.grid_h + iy];
           for (int ix = 0; ix < g.grid_w; ++ix) {
             const detail::AxisSample& x = xs[pw * g.grid_w + ix];
-            const float *v1 = corner, *v2 = corner, *v3 = corner, *v4 = corner;
-            float w1 = 0.f, w2 = 0.f, w3 = 0.f, w4 = 0.f;
-            if (y.inside && x.inside) {
-              v1 = tile + (y.low + x.low);
-              v2 = tile + (y.low + x.high);
-              v3 = tile + (y.high + x.low);
-              v4 = tile + (y.high + x.high);
-              w1 = y.h * x.h;
-              w2 = y.h * x.l;
-              w3 = y.l * x.h;
-              w4 = y.l * x.l;
-            }
+            const detail::BilinearTaps t = detail::bilinear_taps(y, x, tile, corner);
             // The kernel's step, `acc + (w1*v1 + w2*v2 + w3*v3 + w4*v4)`, per channel.
             for (int j = 0; j < kGroup; ++j)
-              acc[j] = acc[j] + (w1 * v1[j] + w2 * v2[j] + w3 * v3[j] + w4 * v4[j]);
+              acc[j] = acc[j] + (t.w1 * t.p1[j] + t.w2 * t.p2[j] + t.w3 * t.p3[j] + t.w4 * t.p4[j]);
           }
         }
         const std::size_t b = std::size_t(ph) * std::size_t(pooled) + std::size_t(pw);
@@ -331,25 +230,8 @@ struct OmpRoIAlign {
                                 int pooled, std::size_t r, int group, std::span<float> out) {
     const std::size_t bins = std::size_t(pooled) * std::size_t(pooled);
     const int c0 = group * kGroup;
-    const int nc = std::min(kGroup, map.channels - c0);
-    const std::size_t plane = std::size_t(map.height) * std::size_t(map.width);
-    for (int c = c0; c < c0 + nc; ++c) {
-      const float* data = map.data + std::size_t(c) * plane;
-      float* o = out.data() + (r * std::size_t(map.channels) + std::size_t(c)) * bins;
-      for (int ph = 0; ph < pooled; ++ph)
-        for (int pw = 0; pw < pooled; ++pw) {
-          float acc = 0.f;
-          for (int iy = 0; iy < g.grid_h; ++iy) {
-            const float y = detail::roi_align_coord(g.start_h, ph, g.bin_h, iy, g.grid_h);
-            for (int ix = 0; ix < g.grid_w; ++ix) {
-              const float x = detail::roi_align_coord(g.start_w, pw, g.bin_w, ix, g.grid_w);
-              acc = detail::accumulate_sample(
-                  acc, detail::bilinear_sample(y, x, map.height, map.width), data);
-            }
-          }
-          o[std::size_t(ph) * std::size_t(pooled) + std::size_t(pw)] = acc / g.count;
-        }
-    }
+    detail::pool_roi_channels(map, g, pooled, c0, std::min(c0 + kGroup, map.channels),
+                              out.data() + r * std::size_t(map.channels) * bins);
   }
 };
 

@@ -101,10 +101,38 @@ inline BilinearSample bilinear_sample(float y, float x, int height, int width) {
   return s;
 }
 
-/// `acc + (w1*v1 + w2*v2 + w3*v3 + w4*v4)`, the kernel's accumulation step.
-inline float accumulate_sample(float acc, const BilinearSample& s, const float* plane) {
-  return acc + (s.w1 * plane[s.pos1] + s.w2 * plane[s.pos2] + s.w3 * plane[s.pos3] +
-                s.w4 * plane[s.pos4]);
+/// `acc + (w1*v1 + w2*v2 + w3*v3 + w4*v4)`, the kernel's accumulation step, on one channel
+/// whose pixel p is `channel[p * pixel_stride]` (1 for NCHW maps, C for NHWC).
+inline float accumulate_sample(float acc, const BilinearSample& s, const float* channel,
+                               std::size_t pixel_stride) {
+  const auto v = [&](int pos) { return channel[std::size_t(pos) * pixel_stride]; };
+  return acc + (s.w1 * v(s.pos1) + s.w2 * v(s.pos2) + s.w3 * v(s.pos3) + s.w4 * v(s.pos4));
+}
+
+/// out[c * P * P ..] for channels [c_begin, c_end) of one RoI, straight from the map (either
+/// layout): the kernel's loop, sample weights recomputed per channel.
+inline void pool_roi_channels(const FeatureMap& map, const RoIAlignGeometry& g, int pooled,
+                              int c_begin, int c_end, float* out) {
+  const std::size_t bins = std::size_t(pooled) * std::size_t(pooled);
+  const std::size_t ps = map.pixel_stride();
+  for (int c = c_begin; c < c_end; ++c) {
+    const float* channel = map.data + std::size_t(c) * map.channel_stride();
+    float* o = out + std::size_t(c) * bins;
+    for (int ph = 0; ph < pooled; ++ph) {
+      for (int pw = 0; pw < pooled; ++pw) {
+        float acc = 0.f;
+        for (int iy = 0; iy < g.grid_h; ++iy) {
+          const float y = roi_align_coord(g.start_h, ph, g.bin_h, iy, g.grid_h);
+          for (int ix = 0; ix < g.grid_w; ++ix) {
+            const float x = roi_align_coord(g.start_w, pw, g.bin_w, ix, g.grid_w);
+            acc = accumulate_sample(acc, bilinear_sample(y, x, map.height, map.width), channel,
+                                    ps);
+          }
+        }
+        o[std::size_t(ph) * std::size_t(pooled) + std::size_t(pw)] = acc / g.count;
+      }
+    }
+  }
 }
 
 /// Checks the arguments of a multi-level RoIAlign call; throws rcnn::Error.
@@ -146,7 +174,8 @@ inline void check_roi_align_inputs(std::span<const FeatureMap> maps,
 
 /// Reference multi-level RoIAlign (torchvision 0.14 CPU `roi_align` forward, float32).
 ///
-/// maps: one FeatureMap per RoI level (same channel count); spatial_scales: 1/stride per
+/// maps: one FeatureMap per RoI level (same channel count; NCHW or NHWC, see `Layout`; the
+/// layout changes only where values are read, not the arithmetic); spatial_scales: 1/stride per
 /// level (float, as the kernel casts it); rois: boxes in the image frame; levels: level index
 /// per RoI (from `assign_levels`); out: [R, C, P, P] contiguous, P = cfg.resolution (fully
 /// written, no need to pre-zero). Uses cfg.resolution, cfg.sampling_ratio (<= 0: adaptive,
@@ -176,25 +205,8 @@ struct RoIAlignRef {
       const detail::RoIAlignGeometry g = detail::roi_align_geometry(
           rois[r], spatial_scales[std::size_t(levels[r])], pooled, cfg.sampling_ratio,
           cfg.aligned);
-      const std::size_t plane_size = std::size_t(map.height) * map.width;
-      for (int c = 0; c < map.channels; ++c) {
-        const float* plane = map.data + std::size_t(c) * plane_size;
-        float* o = out.data() + (r * std::size_t(map.channels) + std::size_t(c)) * bins;
-        for (int ph = 0; ph < pooled; ++ph) {
-          for (int pw = 0; pw < pooled; ++pw) {
-            float acc = 0.f;
-            for (int iy = 0; iy < g.grid_h; ++iy) {
-              const float y = detail::roi_align_coord(g.start_h, ph, g.bin_h, iy, g.grid_h);
-              for (int ix = 0; ix < g.grid_w; ++ix) {
-                const float x = detail::roi_align_coord(g.start_w, pw, g.bin_w, ix, g.grid_w);
-                acc = detail::accumulate_sample(
-                    acc, detail::bilinear_sample(y, x, map.height, map.width), plane);
-              }
-            }
-            o[std::size_t(ph) * pooled + pw] = acc / g.count;
-          }
-        }
-      }
+      detail::pool_roi_channels(map, g, pooled, 0, map.channels,
+                                out.data() + r * std::size_t(map.channels) * bins);
     }
   }
 };

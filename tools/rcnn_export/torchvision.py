@@ -661,7 +661,8 @@ def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
            fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
            target: str = "cpu", tolerance: Optional[float] = None, note: str = "",
            seed: int = 0, freeze: bool = False, channels_last: bool = False,
-           category_ids: Optional[Sequence[int]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+           category_ids: Optional[Sequence[int]] = None,
+           features_layout: str = "nchw") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Write the bundle; returns (model.json dictionary without sha256 keys, check report)."""
     core.check_target(target)
     model_json = model_json_for(model, name, classes, fixed_size=fixed_size, static_rois=static_rois, note=note,
@@ -674,7 +675,8 @@ def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
     specs = core.standard_specs(model_json, backbone_rpn, box_head, device=device, seed=seed,
                                 mask_head=mask_head)
     report = core.export_bundle(output, model_json, specs, target=target, tolerance=tolerance,
-                                freeze=freeze, channels_last=channels_last)
+                                freeze=freeze, channels_last=channels_last,
+                                features_layout=features_layout)
     return model_json, report
 
 
@@ -830,7 +832,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model_json, _ = export(model, args.model, args.output, classes=classes, fixed_size=args.fixed_size,
                                static_rois=args.static_rois, target=args.target, tolerance=args.tolerance,
                                note=note, freeze=args.freeze, channels_last=args.channels_last,
-                               category_ids=category_ids)
+                               category_ids=category_ids, features_layout=args.features_layout)
     except core.ExportError as error:
         core.exit_with_export_error(error)
     print(args.output)

@@ -295,8 +295,9 @@ struct SimdRoIAlignWorkspace {
 /// computed once per axis; then, a block of channels at a time (256 with AVX-512: 16
 /// vectors; 64 with AVX2 and the baseline: 8 vectors), every bin's samples are accumulated
 /// with one contiguous vector load per bilinear tap and vector; bins are gathered in a
-/// per-thread scratch and written out as the RoI's [C, P, P] planes (4 x 4 shuffles). Channels beyond a multiple of the vector width are pooled one at a
-/// time with the same arithmetic.
+/// per-thread scratch and written out as the RoI's [C, P, P] planes (4 x 4 shuffles).
+/// Channels beyond a multiple of the vector width are pooled one at a time with the same
+/// arithmetic.
 ///
 /// Layouts: NHWC maps are read in place (zero copy). NCHW maps are first transposed into
 /// a workspace copy (one pass over every map per call; O(sum C * H * W), in parallel):
@@ -312,9 +313,9 @@ struct SimdRoIAlignWorkspace {
 /// 200 M with 2 x 2 samples per bin, 408 M with Detectron2's adaptive grids on
 /// bench/workloads.hpp's proposals) + O(R * C * P^2) scratch-to-output copies + an
 /// O(R log R) sort; memory traffic about one read of each RoI's window of its map and one
-/// write of the output. Memory: 32 bytes per RoI, per thread 48 KiB of axis samples and
-/// P^2 KiB of scratch, and a copy of the maps for NCHW inputs. No heap
-/// allocation once the RoI count, resolution, thread count and map sizes have been seen.
+/// write of the output. Memory: 32 bytes per RoI, per thread 64 KiB of axis samples and
+/// P^2 KiB of scratch, and a copy of the maps for NCHW inputs. No heap allocation once the
+/// RoI count, resolution, thread count and map sizes have been seen.
 /// Thread-safety: stateful (mutable workspace): use one instance per calling thread.
 struct SimdRoIAlign {
   int num_threads = 1;

@@ -329,7 +329,7 @@ TEST_CASE_TEMPLATE("Optimised RoIAlign policies are bit-identical to RoIAlignRef
   const int sizes[4][2] = {{50, 38}, {25, 19}, {13, 10}, {1, 5}};  // odd sizes, a 1-row map
   const std::vector<float> scales{0.25f, 0.125f, 0.0625f, 0.03125f};
   // Channel counts around the vector widths (4, 8, 16 floats) and the 64-channel block.
-  for (const int channels : {1, 3, 4, 9, 16, 21, 64, 83}) {
+  for (const int channels : {1, 3, 4, 9, 16, 21, 40, 64, 83}) {
     std::vector<std::vector<float>> storage;
     std::vector<rcnn::FeatureMap> maps;
     for (const auto& s : sizes) {

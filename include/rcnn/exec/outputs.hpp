@@ -12,7 +12,8 @@ namespace rcnn {
 /// until the executor's next `run_backbone_rpn` call.
 ///  - objectness[l]: [N, A, Hl, Wl]      (rpn level l)
 ///  - deltas[l]:     [N, 4A, Hl, Wl]     (rpn level l)
-///  - features[l]:   [N, C, Hl, Wl]      (roi level l)
+///  - features[l]:   [N, C, Hl, Wl]      (roi level l; contiguous NCHW or channels-last,
+///                                      as `TensorView::layout` says)
 struct BackboneOutputs {
   std::vector<TensorView> objectness;
   std::vector<TensorView> deltas;

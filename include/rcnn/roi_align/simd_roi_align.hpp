@@ -210,7 +210,7 @@ template <class V, int W, int K>
 
 /// Pools every channel of one RoI with W-float vectors V: blocks of K vectors (as many
 /// accumulators as the ISA's registers hold next to the 4 weights and the loads), then of 4,
-/// then single vectors, then single channels. (Measured, 1000 RoIs x 256 channels: AVX-512
+/// 2 and 1 vectors, then single channels. (Measured, 1000 RoIs x 256 channels: AVX-512
 /// 16 x 16 channels 10-20 % faster than 4 x 16, AVX2 8 x 8 about 20 % faster than 4 x 8.)
 template <class V, int W, int K>
 [[gnu::always_inline]] inline void simd_pool_roi(const SimdPoolJob& job) {
@@ -219,6 +219,7 @@ template <class V, int W, int K>
   if constexpr (K > 4)
     for (; c + K * W <= job.channels; c += K * W) simd_pool_block<V, W, K>(job, c);
   for (; c + 4 * W <= job.channels; c += 4 * W) simd_pool_block<V, W, 4>(job, c);
+  for (; c + 2 * W <= job.channels; c += 2 * W) simd_pool_block<V, W, 2>(job, c);
   for (; c + W <= job.channels; c += W) simd_pool_block<V, W, 1>(job, c);
   for (; c < job.channels; ++c) simd_pool_block<float, 1, 1>(job, c);
 }
@@ -295,8 +296,9 @@ struct SimdRoIAlignWorkspace {
 /// computed once per axis; then, a block of channels at a time (256 with AVX-512: 16
 /// vectors; 64 with AVX2 and the baseline: 8 vectors), every bin's samples are accumulated
 /// with one contiguous vector load per bilinear tap and vector; bins are gathered in a
-/// per-thread scratch and written out as the RoI's [C, P, P] planes (4 x 4 shuffles). Channels beyond a multiple of the vector width are pooled one at a
-/// time with the same arithmetic.
+/// per-thread scratch and written out as the RoI's [C, P, P] planes (4 x 4 shuffles).
+/// Channels beyond a multiple of the vector width are pooled one at a time with the same
+/// arithmetic.
 ///
 /// Layouts: NHWC maps are read in place (zero copy). NCHW maps are first transposed into
 /// a workspace copy (one pass over every map per call; O(sum C * H * W), in parallel):
@@ -312,9 +314,9 @@ struct SimdRoIAlignWorkspace {
 /// 200 M with 2 x 2 samples per bin, 408 M with Detectron2's adaptive grids on
 /// bench/workloads.hpp's proposals) + O(R * C * P^2) scratch-to-output copies + an
 /// O(R log R) sort; memory traffic about one read of each RoI's window of its map and one
-/// write of the output. Memory: 32 bytes per RoI, per thread 48 KiB of axis samples and
-/// P^2 KiB of scratch, and a copy of the maps for NCHW inputs. No heap
-/// allocation once the RoI count, resolution, thread count and map sizes have been seen.
+/// write of the output. Memory: 32 bytes per RoI, per thread 64 KiB of axis samples and
+/// P^2 KiB of scratch, and a copy of the maps for NCHW inputs. No heap allocation once the
+/// RoI count, resolution, thread count and map sizes have been seen.
 /// Thread-safety: stateful (mutable workspace): use one instance per calling thread.
 struct SimdRoIAlign {
   int num_threads = 1;

@@ -25,14 +25,14 @@
 #include <rcnn/cv/image.hpp>
 #include <rcnn/exec/torchscript_exec.hpp>
 #include <rcnn/load.hpp>
-#include <rcnn/roi_align/omp_roi_align.hpp>
+#include <rcnn/roi_align/simd_roi_align.hpp>
 
 namespace fs = std::filesystem;
 
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-using Detector = rcnn::AnyDetector<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::WithProfiler>;
+using Detector = rcnn::AnyDetector<rcnn::TorchScriptExec, rcnn::SimdRoIAlign, rcnn::WithProfiler>;
 
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
@@ -119,10 +119,10 @@ int main(int argc, char** argv) {
     std::vector<std::unique_ptr<Detector>> replicas;
     for (int r = 0; r < models; ++r) {
       std::fprintf(stderr, "rcnn-bench: loading replica %d/%d\n", r + 1, models);
-      rcnn::OmpRoIAlign roi;
+      rcnn::SimdRoIAlign roi;
       roi.num_threads = omp_threads;
       replicas.push_back(std::make_unique<Detector>(
-          rcnn::load<rcnn::TorchScriptExec, rcnn::OmpRoIAlign, rcnn::WithProfiler>(
+          rcnn::load<rcnn::TorchScriptExec, rcnn::SimdRoIAlign, rcnn::WithProfiler>(
               model, rcnn::TorchScriptOptions{intra_op}, roi)));
     }
     std::vector<std::mutex> locks(static_cast<std::size_t>(models));

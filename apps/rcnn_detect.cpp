@@ -26,7 +26,7 @@
 #include <rcnn/load.hpp>
 #include <rcnn/mask/omp_paste.hpp>
 #include <rcnn/mask/rle.hpp>
-#include <rcnn/roi_align/omp_roi_align.hpp>
+#include <rcnn/roi_align/simd_roi_align.hpp>
 #include <rcnn/version.hpp>
 
 #include "detect/inputs.hpp"
@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
                  "override roi_heads.score_threshold of the bundle (0..1)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--threads", threads_text,
-                 "threads for LibTorch's intra-op pool and the OpenMP stages (RoIAlign: OmpRoIAlign, "
+                 "threads for LibTorch's intra-op pool and the OpenMP stages (RoIAlign: SimdRoIAlign, "
                  "mask pasting); default: the CPUs available, at most 4 (here " +
                      std::to_string(default_threads()) +
                      "). With more than one, OpenMP threads wait passively (OMP_WAIT_POLICY="
@@ -324,12 +324,12 @@ int main(int argc, char** argv) {
     StreamWriter writer(format, output);
 
     rcnn::TorchScriptExec exec(cfg, rcnn::TorchScriptOptions{threads});
-    rcnn::OmpRoIAlign roi_align;  // the threaded RoIAlign, bit-identical to RoIAlignRef
+    rcnn::SimdRoIAlign roi_align;  // the threaded channel-vectorised RoIAlign, bit-identical to RoIAlignRef
     roi_align.num_threads = threads;
     using Exec = rcnn::TorchScriptExec;
     // StageProfiler: a few additions per image; printed with --profile. WithOmpPaste: the
     // OpenMP mask pastes (bit-identical to the references), on --threads threads.
-    using Any = rcnn::AnyDetector<Exec, rcnn::OmpRoIAlign, CliStages>;
+    using Any = rcnn::AnyDetector<Exec, rcnn::SimdRoIAlign, CliStages>;
     auto make = [&]() -> Any {
       if (cfg.conventions == rcnn::Conventions::torchvision)
         return Any(Any::TorchvisionDetector(cfg, std::move(exec), roi_align));

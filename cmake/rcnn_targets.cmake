@@ -1,5 +1,6 @@
 # The library's targets, one per heavy dependency (docs/explanation/architecture.md):
-#   rcnn::rcnn    INTERFACE, header-only core (Eigen, xtensor, nlohmann_json): no LibTorch, no OpenCV
+#   rcnn::rcnn    INTERFACE, header-only core (nlohmann_json, for the bundle reader): no LibTorch,
+#                 no OpenCV, no OpenMP (the tests find xtensor for .npy files themselves)
 #   rcnn::omp     rcnn::rcnn + OpenMP (OmpRoIAlign and other OpenMP policies)
 #   rcnn::torch   executors that run TorchScript modules (LibTorch)
 #   rcnn::opencv  image decoding and drawing (OpenCV)
@@ -26,9 +27,6 @@ macro(rcnn_find_package)
   endforeach()
 endmacro()
 
-rcnn_find_package(Eigen3 3.3 REQUIRED NO_MODULE)
-rcnn_find_package(xtl REQUIRED)
-rcnn_find_package(xtensor REQUIRED)
 rcnn_find_package(nlohmann_json 3 REQUIRED)
 
 add_library(rcnn INTERFACE)
@@ -36,7 +34,7 @@ add_library(rcnn::rcnn ALIAS rcnn)
 target_include_directories(rcnn INTERFACE
   $<BUILD_INTERFACE:${CMAKE_CURRENT_LIST_DIR}/../include>
   $<INSTALL_INTERFACE:include>)
-target_link_libraries(rcnn INTERFACE Eigen3::Eigen xtensor nlohmann_json::nlohmann_json)
+target_link_libraries(rcnn INTERFACE nlohmann_json::nlohmann_json)
 target_compile_features(rcnn INTERFACE cxx_std_20)
 # Parity with the frameworks needs float32 arithmetic in the written order: no FMA contraction.
 target_compile_options(rcnn INTERFACE $<$<CXX_COMPILER_ID:GNU,Clang>:-ffp-contract=off>)

@@ -25,6 +25,9 @@ from rcnn_export import core  # noqa: E402
 from rcnn_export import detectron2 as ed2  # noqa: E402
 from rcnn_export import torchvision as etv  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_exporters import run_main  # noqa: E402
+
 #: Narrow widths: the exporter builds and loads a model in seconds.
 NARROW = ["MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
           "MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
@@ -166,6 +169,7 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        cls.sys_path = list(sys.path)
         _peers.require_or_skip("detectron2", cls.skip)
         cls.env = peers_env()
 
@@ -179,6 +183,7 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
         # stand-in package named detectron2 on sys.path (test_exporters.py).
         for name in [m for m in sys.modules if m == "detectron2" or m.startswith("detectron2.")]:
             del sys.modules[name]
+        sys.path[:] = cls.sys_path
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -221,20 +226,6 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
         self.assertEqual(names[68], "microwave")
         self.assertEqual([etv.COCO_CATEGORIES[i] for i in ids], names)
         self.assertIsNone(ed2.category_ids(d2, cfg, "classes.txt", None))  # user names: ids unknown
-
-
-def run_main(main, *args):
-    """(exit status, stderr) of an exporter's main() run in this process."""
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
 
 
 if __name__ == "__main__":

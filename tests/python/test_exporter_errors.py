@@ -204,6 +204,23 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
         self.assert_usage_error(*self.export("--weights", garbage, "--opts", *NARROW), "--weights", garbage,
                                 "Detectron2 checkpoint")
 
+    def test_weights_of_another_config(self):
+        """Detectron2's Checkpointer.load only logs missing keys and skips tensors of another
+        shape; the exporter refuses them (an R-50 checkpoint for the R-101 config)."""
+        d2 = ed2.import_detectron2()
+        r50 = d2["build_model"](ed2.build_cfg(d2, "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", NARROW, "cpu"))
+        weights = os.path.join(self.tmp.name, "r50.pth")
+        torch.save(r50.state_dict(), weights)
+        self.assert_usage_error(*self.export("--weights", weights, "--opts", *NARROW), "--weights", weights,
+                                "does not match the config", "missing keys")
+        r50_wide = os.path.join(self.tmp.name, "r50_wide_fpn.pth")
+        state = r50.state_dict()
+        state["backbone.fpn_lateral2.weight"] = torch.zeros(48, 64, 1, 1)
+        torch.save(state, r50_wide)
+        self.assert_usage_error(*self.export("--weights", r50_wide, "--opts", *NARROW,
+                                             config="COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
+                                "1 of another shape", "fpn_lateral2.weight")
+
     def test_bad_config_and_opts(self):
         weights = os.path.join(self.tmp.name, "w.pth")
         torch.save({}, weights)

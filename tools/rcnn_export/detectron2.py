@@ -407,14 +407,33 @@ def category_ids(d2: Dict[str, Any], cfg: Any, classes_path: Optional[str],
 
 
 def load_checkpoint(d2: Dict[str, Any], model: Any, path: str) -> None:
-    """DetectionCheckpointer(model).load(path), with a one-line UsageError for a file it cannot
-    read (fvcore asserts that the file exists; pickle / torch.load errors otherwise)."""
+    """DetectionCheckpointer(model)'s loading of ``path``, with a one-line UsageError for a file
+    it cannot read (fvcore asserts that the file exists; pickle / torch.load errors otherwise)
+    and for weights that do not fit the config: ``Checkpointer.load`` only logs missing keys and
+    skips tensors of another shape, which would export an untrained detector without a word.
+    So this calls its two steps, ``_load_file`` and ``_load_model`` (which returns those keys)."""
     core.check_input_file(path, "--weights")
+    checkpointer = d2["DetectionCheckpointer"](model)
+    steps = hasattr(checkpointer, "_load_file") and hasattr(checkpointer, "_load_model")
     try:
-        d2["DetectionCheckpointer"](model).load(path)
+        if steps:
+            incompatible = checkpointer._load_model(checkpointer._load_file(path))
+        else:  # not fvcore's Checkpointer (a stand-in): its public load(), unchecked
+            core.log("the checkpointer has no _load_file / _load_model: loading without the key check")
+            checkpointer.load(path)
+            incompatible = None
     except Exception as error:
         raise core.UsageError(f"--weights {path}: cannot be loaded as a Detectron2 checkpoint "
                               f"({core.one_line(error)})") from None
+    missing = list(getattr(incompatible, "missing_keys", []))
+    shapes = list(getattr(incompatible, "incorrect_shapes", []))
+    if missing or shapes:
+        raise core.UsageError(
+            f"--weights {path} does not match the config (wrong --config or --opts?): {len(missing)} missing "
+            f"keys {missing[:3]}, {len(shapes)} of another shape {[k for k, *_ in shapes[:3]]}")
+    unexpected = list(getattr(incompatible, "unexpected_keys", []))
+    if unexpected:
+        core.log(f"--weights {path}: {len(unexpected)} keys the model does not use, ignored: {unexpected[:3]}")
 
 
 def keypoint_metadata(d2: Dict[str, Any], cfg: Any) -> Tuple[Optional[List[str]], Optional[List[List[int]]]]:

@@ -25,6 +25,9 @@ from rcnn_export import core  # noqa: E402
 from rcnn_export import detectron2 as ed2  # noqa: E402
 from rcnn_export import torchvision as etv  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_exporters import run_main  # noqa: E402
+
 #: Narrow widths: the exporter builds and loads a model in seconds.
 NARROW = ["MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
           "MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
@@ -166,6 +169,7 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        cls.sys_path = list(sys.path)
         _peers.require_or_skip("detectron2", cls.skip)
         cls.env = peers_env()
 
@@ -179,6 +183,7 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
         # stand-in package named detectron2 on sys.path (test_exporters.py).
         for name in [m for m in sys.modules if m == "detectron2" or m.startswith("detectron2.")]:
             del sys.modules[name]
+        sys.path[:] = cls.sys_path
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -198,6 +203,23 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
             f.write(b"not a checkpoint" * 64)
         self.assert_usage_error(*self.export("--weights", garbage, "--opts", *NARROW), "--weights", garbage,
                                 "Detectron2 checkpoint")
+
+    def test_weights_of_another_config(self):
+        """Detectron2's Checkpointer.load only logs missing keys and skips tensors of another
+        shape; the exporter refuses them (an R-50 checkpoint for the R-101 config)."""
+        d2 = ed2.import_detectron2()
+        r50 = d2["build_model"](ed2.build_cfg(d2, "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", NARROW, "cpu"))
+        weights = os.path.join(self.tmp.name, "r50.pth")
+        torch.save(r50.state_dict(), weights)
+        self.assert_usage_error(*self.export("--weights", weights, "--opts", *NARROW), "--weights", weights,
+                                "does not match the config", "missing keys")
+        r50_wide = os.path.join(self.tmp.name, "r50_wide_fpn.pth")
+        state = r50.state_dict()
+        state["backbone.fpn_lateral2.weight"] = torch.zeros(48, 64, 1, 1)
+        torch.save(state, r50_wide)
+        self.assert_usage_error(*self.export("--weights", r50_wide, "--opts", *NARROW,
+                                             config="COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
+                                "1 of another shape", "fpn_lateral2.weight")
 
     def test_bad_config_and_opts(self):
         weights = os.path.join(self.tmp.name, "w.pth")
@@ -221,20 +243,6 @@ class Detectron2ErrorTest(ErrorLineMixin, unittest.TestCase):
         self.assertEqual(names[68], "microwave")
         self.assertEqual([etv.COCO_CATEGORIES[i] for i in ids], names)
         self.assertIsNone(ed2.category_ids(d2, cfg, "classes.txt", None))  # user names: ids unknown
-
-
-def run_main(main, *args):
-    """(exit status, stderr) of an exporter's main() run in this process."""
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
 
 
 if __name__ == "__main__":

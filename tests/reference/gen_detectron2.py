@@ -38,7 +38,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -86,18 +86,18 @@ def photo_path(photo: str) -> str:
     return os.path.join(PHOTO_DIR, f"{photo}.jpg")
 
 
-def input_files() -> List[str]:
+def input_files(bundles: Sequence[Dict[str, Any]], scripts: Sequence[str]) -> List[str]:
     pkg = os.path.join(REPO, "tools", "rcnn_export")
-    files = [os.path.abspath(__file__), _common.COMMON, os.path.join(HERE, "_peers.py"),
+    files = [os.path.abspath(__file__), *scripts, _common.COMMON, os.path.join(HERE, "_peers.py"),
              os.path.join(REPO, "tools", "export_detectron2.py")]
     files += sorted(os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py"))
-    files += sorted({photo_path(p) for b in BUNDLES for p in b["photos"]})
+    files += sorted({photo_path(p) for b in bundles for p in b["photos"]})
     return files
 
 
-def stamp_digest(detectron2_version: str) -> str:
+def stamp_digest(detectron2_version: str, bundles: Sequence[Dict[str, Any]], scripts: Sequence[str]) -> str:
     digest = hashlib.sha256()
-    for path in input_files():
+    for path in input_files(bundles, scripts):
         digest.update(os.path.relpath(path, REPO).encode() if path.startswith(REPO) else path.encode())
         digest.update(bytes.fromhex(_common.file_sha256(path)))
     for package in ("torch", "torchvision", "numpy", "Pillow", "opencv-python"):
@@ -106,22 +106,22 @@ def stamp_digest(detectron2_version: str) -> str:
     return digest.hexdigest()
 
 
-def expected_outputs(output: str) -> List[str]:
+def expected_outputs(output: str, bundles: Sequence[Dict[str, Any]]) -> List[str]:
     paths = [os.path.join(output, "index.json")]
-    for b in BUNDLES:
+    for b in bundles:
         root = os.path.join(output, b["name"])
         paths += [os.path.join(root, "model.json")]
         paths += [os.path.join(root, "cases", p, "meta.json") for p in b["photos"]]
     return paths
 
 
-def up_to_date(output: str, digest: str) -> bool:
+def up_to_date(output: str, digest: str, bundles: Sequence[Dict[str, Any]]) -> bool:
     try:
         with open(os.path.join(output, STAMP)) as f:
             stamp = json.load(f)
     except (OSError, ValueError):
         return False
-    return stamp.get("digest") == digest and all(os.path.exists(p) for p in expected_outputs(output))
+    return stamp.get("digest") == digest and all(os.path.exists(p) for p in expected_outputs(output, bundles))
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,14 +139,17 @@ def build_cfg(spec: Dict[str, Any]):
     return cfg
 
 
-def seed_weights(model, seed: int, background_bias: float = 7.5) -> None:
+def seed_weights(model, seed: int, background_bias: float = 7.5, keypoint_logits_std: float = 1.0) -> None:
     """Deterministic untrained weights that give spread-out detections on real photos (the
     fixtures' recipe, shared/fixtures/detectron2/README.md "Weight recipe"): kaiming convs,
     N(0, 0.01) linears, identity FrozenBN; damped residual branches; box head rows zero-mean
     (pooled features carry a per-channel offset that otherwise makes one class win
     everywhere); class scores N(0, 3) with background bias 7.5 (or ``background_bias``), deltas N(0, 1); RPN deltas
     with +1 on dw, dh (proposals ~2.7x their anchors: every RoI level gets proposals); the mask
-    head's 3x3 kernels zero-mean, deconv taps pulled to the first one, predictor N(0, 3)."""
+    head's 3x3 kernels zero-mean, deconv taps pulled to the first one, predictor N(0, 3); the
+    keypoint head's 3x3 kernels zero-mean too (the per-channel offsets shared by all RoIs would
+    otherwise put every heatmap's peak at the same place) and its score_lowres deconvolution
+    N(0, keypoint_logits_std) with zero mean over the input channels."""
     import torch
     from torch import nn
     from detectron2.layers import FrozenBatchNorm2d
@@ -201,6 +204,15 @@ def seed_weights(model, seed: int, background_bias: float = 7.5) -> None:
             nn.init.normal_(p, 0.0, 3.0)
             p.sub_(p.mean(dim=1, keepdim=True))
             mask.predictor.bias.zero_()
+        keypoints = getattr(heads, "keypoint_head", None)
+        if keypoints is not None:
+            for name, m in keypoints.named_children():
+                if name.startswith("conv_fcn") and isinstance(m, nn.Conv2d):
+                    m.weight.sub_(m.weight.mean(dim=(2, 3), keepdim=True))
+            s = keypoints.score_lowres.weight  # ConvTranspose2d: [in, K, 4, 4]
+            nn.init.normal_(s, 0.0, keypoint_logits_std)
+            s.sub_(s.mean(dim=0, keepdim=True))
+            keypoints.score_lowres.bias.zero_()
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,13 +233,15 @@ def resize_for(cfg, spec: Dict[str, Any], bgr):
     return t.apply_image(bgr)
 
 
-def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str) -> Dict[str, Any]:
+def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
+               generator: str = GENERATOR) -> Dict[str, Any]:
     import cv2
     import numpy as np
     import torch
     from detectron2.engine import DefaultPredictor
     from detectron2.modeling.poolers import assign_boxes_to_levels
     from detectron2.modeling.postprocessing import detector_postprocess
+    from detectron2.modeling.roi_heads.keypoint_head import keypoint_rcnn_inference
     from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
 
     os.makedirs(case_dir)
@@ -299,6 +313,18 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str)
             save("mask_logits_class", class_logits)
             mask_rcnn_inference(mask_logits, instances)
             save("mask_probs", inst.pred_masks[:, 0])
+        keypoints_on = "keypoint_head" in model_json["modules"]
+        if keypoints_on:
+            kp_in = [features[f] for f in heads.keypoint_in_features]
+            kp = heads.keypoint_pooler
+            keypoint_features = kp(kp_in, [inst.pred_boxes])
+            save("keypoint_features", keypoint_features)
+            save("keypoint_level", assign_boxes_to_levels([inst.pred_boxes], kp.min_level, kp.max_level,
+                                                          kp.canonical_box_size, kp.canonical_level).to(torch.int64))
+            heatmaps = heads.keypoint_head.layers(keypoint_features)
+            save("keypoint_heatmaps", heatmaps)
+            keypoint_rcnn_inference(heatmaps, instances)  # heatmaps_to_keypoints, resized frame
+            save("keypoints_resized", inst.pred_keypoints)
         staged = detector_postprocess(inst, H, W)
 
     # The staged path must be exactly what the user gets.
@@ -307,10 +333,23 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str)
     if not same:
         raise AssertionError(f"{spec['name']}/{photo}: the staged Detectron2 path differs from the model's "
                              f"{len(staged)} vs {len(final)} detections")
+    if keypoints_on and not torch.equal(staged.pred_keypoints, final.pred_keypoints):
+        raise AssertionError(f"{spec['name']}/{photo}: staged keypoints differ from the model's")
     names = model_json["classes"]
     detections = [{"box": [float(v) for v in b], "score": float(s), "class_id": int(c), "class_name": names[int(c)]}
                   for b, s, c in zip(final.pred_boxes.tensor.tolist(), final.scores.tolist(), final.pred_classes.tolist())]
     meta: Dict[str, Any] = {}
+    if keypoints_on:
+        kps = final.pred_keypoints  # [D, K, 3]: x, y, score in the original image
+        for d, k in zip(detections, kps.tolist()):
+            d["keypoints"] = k
+        if len(kps):
+            inside = ((kps[:, :, 0] >= final.pred_boxes.tensor[:, None, 0] - 1) &
+                      (kps[:, :, 0] <= final.pred_boxes.tensor[:, None, 2] + 1)).float().mean()
+            meta["keypoint_score_range"] = [float(kps[:, :, 2].min()), float(kps[:, :, 2].max())]
+            meta["keypoints_distinct_positions"] = int(len({(round(x, 1), round(y, 1)) for x, y, _ in
+                                                            kps.reshape(-1, 3).tolist()}))
+            meta["keypoints_inside_box_fraction"] = float(inside)
     if masks_on:
         if not torch.equal(staged.pred_masks, final.pred_masks):
             raise AssertionError(f"{spec['name']}/{photo}: staged masks differ from the model's")
@@ -346,8 +385,11 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str)
                                                      float((td[:n] - box_deltas).abs().max()))
         if masks_on and len(inst):
             checks["traced_mask_head_max_abs_diff"] = float((modules["mask_head"](mask_features) - mask_logits).abs().max())
+        if keypoints_on and len(inst):
+            checks["traced_keypoint_head_max_abs_diff"] = float(
+                (modules["keypoint_head"](keypoint_features) - heatmaps).abs().max())
     checks["staged_vs_model_detections_max_abs_diff"] = 0.0
-    fixture_case = os.path.join(FIXTURES, spec["fixture"], "cases", photo, "detections.json")
+    fixture_case = os.path.join(FIXTURES, spec.get("fixture") or "-", "cases", photo, "detections.json")
     if os.path.exists(fixture_case) and "mask_head" not in model_json["modules"]:
         # Same config and weight recipe as the committed fixture: its detections again, to
         # the float differences of another machine's kernels.
@@ -361,7 +403,7 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str)
             "max_score_diff": max((abs(a["score"] - b["score"]) for a, b in zip(ref, detections)), default=0.0)}
     scores = final.scores.numpy()
     meta = {
-        "generator": GENERATOR, "config": spec["config"], "photo": photo,
+        "generator": generator, "config": spec["config"], "photo": photo,
         "original_height": H, "original_width": W, "resized_height": h, "resized_width": w,
         "padded_height": int(x.shape[2]), "padded_width": int(x.shape[3]),
         "decoded_pixel_sum": int(bgr.astype(np.int64).sum()),
@@ -396,19 +438,27 @@ def compare_with_fixture(spec: Dict[str, Any], model_json: Dict[str, Any]) -> Li
     return [k for k in sorted(set(fixture) | set(mine)) if k not in FREE_KEYS and fixture.get(k) != mine.get(k)]
 
 
-def export_bundle(spec: Dict[str, Any], weights: str, bundle_dir: str) -> None:
+def export_bundle(spec: Dict[str, Any], weights: str, bundle_dir: str, generator: str = GENERATOR) -> None:
     """tools/export_detectron2.py, in this process (the same main() the command line runs)."""
     from rcnn_export import detectron2 as ed2
 
     argv = ["--config", spec["config"], "--opts", *spec["opts"], "--weights", weights, "--output", bundle_dir,
-            "--note", f"untrained deterministic weights ({GENERATOR} seed_weights, seed {SEED})", *spec["export"]]
+            "--note", f"untrained deterministic weights ({generator} seed_weights, seed {SEED})", *spec["export"]]
     code = ed2.main(argv)
     if code != 0:
         raise RuntimeError(f"export_detectron2.py {' '.join(argv)} exited with {code}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run(argv, doc=__doc__, generator=GENERATOR, bundles=BUNDLES, log=log)
+
+
+def run(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles: Sequence[Dict[str, Any]],
+        log: Callable[[str], None], scripts: Sequence[str] = ()) -> int:
+    """A generator's run (this one's, and gen_keypoints.py's with its bundles and its own script
+    in ``scripts``, which the stamp covers): --output / --force, the peer and photo checks, the
+    stamp, then per bundle: build, seed, save the weights, export, and write the cases."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="directory for the bundles and cases")
     parser.add_argument("--force", action="store_true", help="regenerate even when the stamp matches")
     args = parser.parse_args(argv)
@@ -425,14 +475,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f.write(f"real Detectron2 not found: {reason}\n")
         log(f"skipped: {reason}")
         return 0
-    missing = [photo_path(p) for b in BUNDLES for p in b["photos"] if not os.path.exists(photo_path(p))]
+    missing = [photo_path(p) for b in bundles for p in b["photos"] if not os.path.exists(photo_path(p))]
     if missing:
         print(f"error: missing photos {missing}: install opencv-doc (scripts/install-deps.sh)", file=sys.stderr)
         return 1
     import detectron2
 
-    digest = stamp_digest(detectron2.__version__)
-    if not args.force and up_to_date(output, digest):
+    digest = stamp_digest(detectron2.__version__, bundles, scripts)
+    if not args.force and up_to_date(output, digest, bundles):
         log(f"{output} is up to date")
         return 0
 
@@ -442,44 +492,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.time()
     torch.set_num_threads(1)
     tmp = _common.fresh_dir(output)
-    index: Dict[str, Any] = {"generator": GENERATOR, "detectron2": detectron2.__version__,
+    index: Dict[str, Any] = {"generator": generator, "detectron2": detectron2.__version__,
                              "torch": torch.__version__, "bundles": {}}
     problems: List[str] = []
-    for spec in BUNDLES:
+    for spec in bundles:
         t0 = time.time()
         cfg = build_cfg(spec)
         model = build_model(cfg).eval()
-        seed_weights(model, SEED, spec.get("background_bias", 7.5))
+        seed_weights(model, SEED, spec.get("background_bias", 7.5), spec.get("keypoint_logits_std", 1.0))
         weights = os.path.join(tmp, f"{spec['name']}.weights.pth")
         torch.save(model.state_dict(), weights)
         bundle_dir = os.path.join(tmp, spec["name"])
         log(f"{spec['name']}: {spec['config']}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
             f"exporting with tools/export_detectron2.py {' '.join(spec['export'])}")
-        export_bundle(spec, weights, bundle_dir)
+        export_bundle(spec, weights, bundle_dir, generator)
         with open(os.path.join(bundle_dir, "model.json")) as f:
             model_json = json.load(f)
         modules = {k: torch.jit.load(os.path.join(bundle_dir, e["file"])) for k, e in model_json["modules"].items()}
-        differ = compare_with_fixture(spec, model_json)
-        if differ:
-            raise AssertionError(f"{spec['name']}: model.json differs from tests/data/detectron2/{spec['fixture']}'s "
-                                 f"in {differ}")
-        log(f"{spec['name']}: model.json equals tests/data/detectron2/{spec['fixture']}'s but for {FREE_KEYS}")
+        if spec.get("fixture"):
+            differ = compare_with_fixture(spec, model_json)
+            if differ:
+                raise AssertionError(f"{spec['name']}: model.json differs from tests/data/detectron2/"
+                                     f"{spec['fixture']}'s in {differ}")
+            log(f"{spec['name']}: model.json equals tests/data/detectron2/{spec['fixture']}'s but for {FREE_KEYS}")
         cfg.defrost()
         cfg.MODEL.WEIGHTS = weights  # DefaultPredictor loads it
         cfg.freeze()
         for photo in spec["photos"]:
             t1 = time.time()
-            meta = write_case(spec, cfg, model, modules, model_json, photo, os.path.join(bundle_dir, "cases", photo))
+            meta = write_case(spec, cfg, model, modules, model_json, photo, os.path.join(bundle_dir, "cases", photo),
+                              generator)
             log(f"{spec['name']}/{photo}: {meta['original_height']}x{meta['original_width']} -> "
                 f"{meta['resized_height']}x{meta['resized_width']}; proposals {meta['num_proposals']} "
                 f"(roi levels {meta['proposals_per_roi_level']}); detections {meta['num_detections']} of "
                 f"{meta['num_classes_detected']} classes, scores {meta['score_range']}; checks {meta['checks']}; "
                 f"{time.time() - t1:.1f} s")
-            if meta["num_detections"] < MIN_DETECTIONS or meta["num_classes_detected"] < 3:
+            if meta["num_detections"] < spec.get("min_detections", MIN_DETECTIONS) or \
+                    meta["num_classes_detected"] < min(3, len(model_json["classes"])):
                 problems.append(f"{spec['name']}/{photo}: only {meta['num_detections']} detections")
         index["bundles"][spec["name"]] = {"config": spec["config"], "opts": spec["opts"], "export": spec["export"],
                                           "seed": SEED, "cases": list(spec["photos"]),
-                                          "model_json_equals_fixture": spec["fixture"]}
+                                          "architecture": model_json["architecture"],
+                                          "model_json_equals_fixture": spec.get("fixture")}
         log(f"{spec['name']}: done in {time.time() - t0:.1f} s")
     for problem in problems:
         log(f"WARNING: {problem}")

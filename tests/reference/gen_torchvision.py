@@ -121,6 +121,18 @@ def stamp_digest(bundles: Sequence[Dict[str, Any]] = BUNDLES) -> str:
     return digest.hexdigest()
 
 
+def derived_stamp_digest(script: str, bundles: Sequence[Dict[str, Any]]) -> str:
+    """The stamp of a generator built on this one (gen_tv_masks.py, gen_tv_keypoints.py): its
+    script, this script, and ``stamp_digest`` of its bundles (the exporter, the photos)."""
+    digest = hashlib.sha256()
+    for path in (os.path.abspath(script), os.path.abspath(__file__)):
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            digest.update(hashlib.sha256(f.read()).digest())
+    digest.update(stamp_digest(bundles).encode())
+    return digest.hexdigest()
+
+
 def expected_outputs(output: str, bundles: Sequence[Dict[str, Any]] = BUNDLES,
                      modules: Sequence[str] = ("backbone_rpn.pt", "box_head.pt"),
                      case_files: Sequence[str] = ("meta.json",)) -> List[str]:
@@ -467,7 +479,7 @@ def generate(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles
         path = os.path.join(output, entry)
         if entry not in known and os.path.isfile(os.path.join(path, "model.json")):
             shutil.rmtree(path)
-    classes = etv.coco_categories()[1:]
+    coco = etv.coco_categories()[1:]
     index: Dict[str, Any] = {"generator": generator, "bundles": {}}
     problems: List[str] = []
     for spec in bundles:
@@ -480,7 +492,7 @@ def generate(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles
                 f"reference cases by {generator}")
         log(f"{spec['name']}: exporting {spec['model']} (seed {spec['seed']}, "
             f"resize {spec['min_size']}/{spec['max_size']})")
-        model_json, _ = etv.export(model, spec["model"], bundle_dir, classes=classes, note=note)
+        model_json, _ = etv.export(model, spec["model"], bundle_dir, classes=spec.get("classes", coco), note=note)
         modules = {key: torch.jit.load(os.path.join(bundle_dir, entry["file"]))
                    for key, entry in model_json["modules"].items()}
         for photo in spec["photos"]:

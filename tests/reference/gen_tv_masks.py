@@ -37,7 +37,6 @@ return at once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -82,13 +81,7 @@ def load_libraries() -> None:
 # --------------------------------------------------------------------------------------------
 
 def stamp_digest() -> str:
-    digest = hashlib.sha256()
-    for path in (os.path.abspath(__file__), os.path.abspath(gtv.__file__)):
-        digest.update(os.path.basename(path).encode())
-        with open(path, "rb") as f:
-            digest.update(hashlib.sha256(f.read()).digest())
-    digest.update(gtv.stamp_digest(BUNDLES).encode())  # the photos of this script's bundles
-    return digest.hexdigest()
+    return gtv.derived_stamp_digest(__file__, BUNDLES)
 
 
 def expected_outputs(output: str) -> List[str]:

@@ -429,6 +429,27 @@ def flatten_mask_head(output: Any) -> NamedTensors:
     return [("mask_logits", output)]
 
 
+def flatten_keypoint_head(output: Any) -> NamedTensors:
+    if isinstance(output, (tuple, list)):
+        if len(output) != 1:
+            raise ExportError("keypoint_head must return one tensor, the keypoint heatmap logits [R, K, S, S]")
+        output = output[0]
+    if not isinstance(output, Tensor):
+        raise ExportError(f"keypoint_head must return a tensor, got {type(output).__name__}")
+    return [("keypoint_heatmaps", output)]
+
+
+def validate_keypoint_head(named: NamedTensors, model_json: Dict[str, Any], rois: int) -> None:
+    """The heatmap logits are [R, K, S, S] (K = keypoint_head.num_keypoints, S = heatmap_size)."""
+    heatmaps = named[0][1]
+    head = model_json["keypoint_head"]
+    s = int(head["heatmap_size"])
+    want = [rois, int(head["num_keypoints"]), s, s]
+    if list(heatmaps.shape) != want:
+        raise ExportError(f"keypoint_head outputs do not match model.json: keypoint_heatmaps is "
+                          f"{list(heatmaps.shape)}, expected {want} ([R, K, S, S])")
+
+
 def mask_channels(model_json: Dict[str, Any]) -> int:
     """Km of BUNDLE-v1.md: 1 when class-agnostic, else K (background last) or K + 1 (first)."""
     if model_json["mask_head"]["class_agnostic"]:
@@ -707,12 +728,14 @@ def standard_specs(model_json: Dict[str, Any], backbone_rpn: nn.Module, box_head
                    device: torch.device, backbone_shapes: Optional[Sequence[Sequence[int]]] = None,
                    box_rows: Optional[Sequence[int]] = None, seed: int = 0,
                    mask_head: Optional[nn.Module] = None,
-                   mask_rows: Optional[Sequence[int]] = None) -> List[ModuleSpec]:
+                   mask_rows: Optional[Sequence[int]] = None,
+                   keypoint_head: Optional[nn.Module] = None) -> List[ModuleSpec]:
     """The modules of a Faster R-CNN bundle (and, given ``mask_head``, of a Mask R-CNN), with
     example inputs made from model.json: photo-like normalised images for the backbone (the
     tracing shape, then another one unless static), and RoIAlign-pooled random boxes on those
     features for the box head (``static_rois`` rows with zero padding rows, or 64 then 37 rows)
-    and the mask head (pooled as ``mask_head`` says: its ``static_rois`` rows, or 29 then 6)."""
+    and the per-detection heads (mask / keypoint head: pooled as their model.json object says,
+    its ``static_rois`` rows, or 29 then 6)."""
     backbone = model_json["backbone"]
     heads = model_json["roi_heads"]
     static_shape = model_json["modules"]["backbone_rpn"]["static_shape"]
@@ -722,23 +745,27 @@ def standard_specs(model_json: Dict[str, Any], backbone_rpn: nn.Module, box_head
               for i, s in enumerate(shapes)]
     backbone_rpn = backbone_rpn.eval().to(device)
     box_head = box_head.eval().to(device)
-    if mask_head is not None:
-        if "mask_head" not in model_json or "mask_head" not in model_json["modules"]:
-            raise ExportError("a mask head module needs the mask_head and modules.mask_head entries in model.json")
-        mask_head = mask_head.eval().to(device)
-        mask_static = model_json["modules"]["mask_head"]["static_rois"]
-        if mask_rows is None:
-            mask_rows = [mask_static, mask_static] if mask_static else [29, 6]
+    # Per-detection heads: key -> (module, rows of each example input, static rows or None).
+    roi_heads: Dict[str, Tuple[nn.Module, List[int], Optional[int]]] = {}
+    for key, module, rows in (("mask_head", mask_head, mask_rows), ("keypoint_head", keypoint_head, None)):
+        if module is None:
+            continue
+        if key not in model_json or key not in model_json["modules"]:
+            raise ExportError(f"a {key} module needs the {key} and modules.{key} entries in model.json")
+        static = model_json["modules"][key]["static_rois"]
+        if rows is None:
+            rows = [static, static] if static else [29, 6]
+        roi_heads[key] = (module.eval().to(device), list(rows), static)
 
     if box_rows is None:
         box_rows = [static_rois, static_rois] if static_rois else [64, 37]
     level = backbone["roi_levels"][0]
     stride = int(backbone["strides"][level])
     box_inputs: List[Tensor] = []
-    mask_inputs: List[Tensor] = []
+    head_inputs: Dict[str, List[Tensor]] = {key: [] for key in roi_heads}
     with torch.no_grad():
         maps = []
-        for i in range(max(len(box_rows), len(mask_rows or []))):
+        for i in range(max([len(box_rows)] + [len(rows) for _, rows, _ in roi_heads.values()])):
             image = images[min(i, len(images) - 1)]
             named = dict(flatten_backbone_rpn(backbone_rpn(image), backbone["rpn_levels"], backbone["roi_levels"]))
             maps.append((named[f"features_{level}"], tuple(image.shape[-2:])))
@@ -747,13 +774,13 @@ def standard_specs(model_json: Dict[str, Any], backbone_rpn: nn.Module, box_head
             box_inputs.append(example_box_features(
                 maps[i][0], stride, maps[i][1], rows, real,
                 heads["pooler_resolution"], heads["sampling_ratio"], heads["aligned"], seed + 100 + i))
-        if mask_head is not None:
-            pool = model_json["mask_head"]
-            for i, rows in enumerate(mask_rows):
-                real = rows if not mask_static else max(1, (rows * (3 + i)) // 5)
-                mask_inputs.append(example_box_features(
+        for k, (key, (_, rows_list, static)) in enumerate(roi_heads.items()):
+            pool = model_json[key]
+            for i, rows in enumerate(rows_list):
+                real = rows if not static else max(1, (rows * (3 + i)) // 5)
+                head_inputs[key].append(example_box_features(
                     maps[i][0], stride, maps[i][1], rows, real,
-                    pool["pooler_resolution"], pool["sampling_ratio"], pool["aligned"], seed + 200 + i))
+                    pool["pooler_resolution"], pool["sampling_ratio"], pool["aligned"], seed + 200 + 100 * k + i))
 
     def validate_backbone(named: NamedTensors, x: Tensor) -> None:
         validate_backbone_rpn(named, model_json, x)
@@ -764,12 +791,16 @@ def standard_specs(model_json: Dict[str, Any], backbone_rpn: nn.Module, box_head
     def validate_mask(named: NamedTensors, x: Tensor) -> None:
         validate_mask_head(named, model_json, x.shape[0])
 
+    def validate_keypoints(named: NamedTensors, x: Tensor) -> None:
+        validate_keypoint_head(named, model_json, x.shape[0])
+
     specs = [
         ModuleSpec("backbone_rpn", backbone_rpn, images,
                    lambda out: flatten_backbone_rpn(out, backbone["rpn_levels"], backbone["roi_levels"]),
                    validate_backbone),
         ModuleSpec("box_head", box_head, box_inputs, flatten_box_head, validate_box),
     ]
-    if mask_head is not None:
-        specs.append(ModuleSpec("mask_head", mask_head, mask_inputs, flatten_mask_head, validate_mask))
+    checks = {"mask_head": (flatten_mask_head, validate_mask), "keypoint_head": (flatten_keypoint_head, validate_keypoints)}
+    for key, (module, _, _) in roi_heads.items():
+        specs.append(ModuleSpec(key, module, head_inputs[key], *checks[key]))
     return specs

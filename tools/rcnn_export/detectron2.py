@@ -87,8 +87,17 @@ def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
         value = cfg_get(cfg, key, want)
         if value != want:
             raise core.ExportError(f"{key} = {value!r} is not supported (only {want})")
-    if cfg_get(cfg, "MODEL.KEYPOINT_ON", False):
-        raise core.ExportError("keypoint heads (MODEL.KEYPOINT_ON) are not supported")
+    if exports_keypoints(cfg, boxes_only):
+        if exports_masks(cfg, boxes_only):
+            raise core.ExportError("MODEL.MASK_ON and MODEL.KEYPOINT_ON together are not supported "
+                                   "(a bundle has one per-detection head); --boxes-only exports the boxes")
+        head = cfg_get(cfg, "MODEL.ROI_KEYPOINT_HEAD.NAME", "KRCNNConvDeconvUpsampleHead")
+        if head != "KRCNNConvDeconvUpsampleHead":
+            raise core.ExportError(f"MODEL.ROI_KEYPOINT_HEAD.NAME = {head!r} is not supported (only "
+                                   "KRCNNConvDeconvUpsampleHead); --boxes-only exports the detector without it")
+        pooler = cfg_get(cfg, "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE", "ROIAlignV2")
+        if pooler not in ("ROIAlign", "ROIAlignV2"):
+            raise core.ExportError(f"MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE = {pooler!r}: only ROIAlign and ROIAlignV2")
     pooler = cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_TYPE")
     if pooler not in ("ROIAlign", "ROIAlignV2"):
         raise core.ExportError(f"MODEL.ROI_BOX_HEAD.POOLER_TYPE = {pooler!r}: only ROIAlign and ROIAlignV2")
@@ -108,6 +117,36 @@ def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
 def exports_masks(cfg: Mapping[str, Any], boxes_only: bool = False) -> bool:
     """True for a Mask R-CNN config (MODEL.MASK_ON) unless ``boxes_only``."""
     return bool(cfg_get(cfg, "MODEL.MASK_ON", False)) and not boxes_only
+
+
+def exports_keypoints(cfg: Mapping[str, Any], boxes_only: bool = False) -> bool:
+    """True for a Keypoint R-CNN config (MODEL.KEYPOINT_ON) unless ``boxes_only``."""
+    return bool(cfg_get(cfg, "MODEL.KEYPOINT_ON", False)) and not boxes_only
+
+
+#: KRCNNConvDeconvUpsampleHead: the stride-2 deconvolution (score_lowres), then
+#: ``interpolate(scale_factor=up_scale=2, bilinear, align_corners=False)``: S = 4 P.
+KEYPOINT_UPSCALE = 4
+
+
+def keypoint_head_json(cfg: Mapping[str, Any], names: Optional[Sequence[str]] = None,
+                       skeleton: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, Any]:
+    """The ``keypoint_head`` object from ROI_KEYPOINT_HEAD: its pooler (POOLER_*), K keypoints,
+    heatmap side S = 4 P, Detectron2's decoding (``heatmaps_to_keypoints`` in the resized frame,
+    then scaled with the boxes), names and skeleton (index pairs) for drawing."""
+    k = int(cfg_get(cfg, "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS"))
+    names = [str(n) for n in names] if names else [f"keypoint_{i}" for i in range(k)]
+    if len(names) != k:
+        raise core.ExportError(f"{len(names)} keypoint names for MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS = {k}")
+    pool = pooler_json(cfg, "ROI_KEYPOINT_HEAD")
+    return {
+        **pool,
+        "num_keypoints": k,
+        "heatmap_size": KEYPOINT_UPSCALE * pool["pooler_resolution"],
+        "decode": "detectron2",
+        "keypoint_names": names,
+        "skeleton": [[int(a), int(b)] for a, b in (skeleton or [])],
+    }
 
 
 def pooler_json(cfg: Mapping[str, Any], head: str) -> Dict[str, Any]:
@@ -142,7 +181,9 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
                         output_shape: Optional[Mapping[str, Tuple[int, int]]] = None,
                         size_divisibility: Optional[int] = None,
                         fixed_size: Optional[Sequence[int]] = None, static_rois: Optional[int] = None,
-                        boxes_only: bool = False, category_ids: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                        boxes_only: bool = False, category_ids: Optional[Sequence[int]] = None,
+                        keypoint_names: Optional[Sequence[str]] = None,
+                        keypoint_skeleton: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, Any]:
     """model.json for a Detectron2 Faster R-CNN or Mask R-CNN config.
 
     ``output_shape`` maps backbone feature names to (channels, stride), as
@@ -176,11 +217,12 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
         raise core.ExportError(f"{len(classes)} class names for MODEL.ROI_HEADS.NUM_CLASSES = {num_classes}")
     strides = {name: int(output_shape[name][1]) for name in dict.fromkeys(rpn_levels + roi_levels)}
     masks = exports_masks(cfg, boxes_only)
+    keypoints = exports_keypoints(cfg, boxes_only)
     detections_per_image = int(cfg_get(cfg, "TEST.DETECTIONS_PER_IMAGE"))
     model_json: Dict[str, Any] = {
         "format": core.BUNDLE_FORMAT,
         "version": core.BUNDLE_VERSION,
-        "architecture": "mask_rcnn" if masks else "faster_rcnn",
+        "architecture": "mask_rcnn" if masks else "keypoint_rcnn" if keypoints else "faster_rcnn",
         "conventions": "detectron2",
         "source": {
             "framework": "detectron2",
@@ -248,6 +290,12 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
         # Key order of BUNDLE-v1.md: mask_head right after roi_heads.
         tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
         model_json["mask_head"] = mask_head_json(cfg)
+        model_json.update(tail)
+    if keypoints:
+        model_json["modules"]["keypoint_head"] = {
+            "file": "keypoint_head.pt", "static_rois": core.mask_static_rois(static_rois, detections_per_image)}
+        tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
+        model_json["keypoint_head"] = keypoint_head_json(cfg, keypoint_names, keypoint_skeleton)
         model_json.update(tail)
     if category_ids is not None:
         core.add_category_ids(model_json, category_ids)
@@ -353,22 +401,60 @@ def category_ids(d2: Dict[str, Any], cfg: Any, classes_path: Optional[str],
         return [inverse[c] for c in range(k)]
     if datasets[0].startswith("coco_") and k == len(COCO_THING_IDS):
         return list(COCO_THING_IDS)
+    if datasets[0].startswith("keypoints_coco_") and k == 1:
+        return [1]  # COCO's "person", the one class of the keypoint datasets (metadata "coco_person")
     return None
 
 
 def load_checkpoint(d2: Dict[str, Any], model: Any, path: str) -> None:
-    """DetectionCheckpointer(model).load(path), with a one-line UsageError for a file it cannot
-    read (fvcore asserts that the file exists; pickle / torch.load errors otherwise)."""
+    """DetectionCheckpointer(model)'s loading of ``path``, with a one-line UsageError for a file
+    it cannot read (fvcore asserts that the file exists; pickle / torch.load errors otherwise)
+    and for weights that do not fit the config: ``Checkpointer.load`` only logs missing keys and
+    skips tensors of another shape, which would export an untrained detector without a word.
+    So this calls its two steps, ``_load_file`` and ``_load_model`` (which returns those keys)."""
     core.check_input_file(path, "--weights")
+    checkpointer = d2["DetectionCheckpointer"](model)
+    steps = hasattr(checkpointer, "_load_file") and hasattr(checkpointer, "_load_model")
     try:
-        d2["DetectionCheckpointer"](model).load(path)
+        if steps:
+            incompatible = checkpointer._load_model(checkpointer._load_file(path))
+        else:  # not fvcore's Checkpointer (a stand-in): its public load(), unchecked
+            core.log("the checkpointer has no _load_file / _load_model: loading without the key check")
+            checkpointer.load(path)
+            incompatible = None
     except Exception as error:
         raise core.UsageError(f"--weights {path}: cannot be loaded as a Detectron2 checkpoint "
                               f"({core.one_line(error)})") from None
+    missing = list(getattr(incompatible, "missing_keys", []))
+    shapes = list(getattr(incompatible, "incorrect_shapes", []))
+    if missing or shapes:
+        raise core.UsageError(
+            f"--weights {path} does not match the config (wrong --config or --opts?): {len(missing)} missing "
+            f"keys {missing[:3]}, {len(shapes)} of another shape {[k for k, *_ in shapes[:3]]}")
+    unexpected = list(getattr(incompatible, "unexpected_keys", []))
+    if unexpected:
+        core.log(f"--weights {path}: {len(unexpected)} keys the model does not use, ignored: {unexpected[:3]}")
 
 
-def make_wrappers(model: Any, masks: bool = False):
-    """(backbone_rpn, box_head) wrappers, and with ``masks`` a third: the mask head."""
+def keypoint_metadata(d2: Dict[str, Any], cfg: Any) -> Tuple[Optional[List[str]], Optional[List[List[int]]]]:
+    """(keypoint_names, skeleton) from the MetadataCatalog of DATASETS.TEST[0]: its
+    keypoint_names and keypoint_connection_rules ((name_a, name_b, colour) -> index pairs)."""
+    datasets = list(cfg.DATASETS.TEST)
+    if not datasets:
+        return None, None
+    meta = d2["MetadataCatalog"].get(datasets[0])
+    names = list(getattr(meta, "keypoint_names", None) or [])  # Metadata raises AttributeError when unset
+    if not names:
+        return None, None
+    rules = getattr(meta, "keypoint_connection_rules", None)
+    index = {n: i for i, n in enumerate(names)}
+    skeleton = [[index[a], index[b]] for a, b, *_ in (rules or []) if a in index and b in index]
+    return names, skeleton
+
+
+def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
+    """(backbone_rpn, box_head) wrappers, and with ``masks`` / ``keypoints`` a third: the mask
+    head or the keypoint head."""
     import torch
     from torch import nn
 
@@ -411,8 +497,23 @@ def make_wrappers(model: Any, masks: bool = False):
         def forward(self, mask_features: torch.Tensor):
             return self.mask_head.layers(mask_features)
 
+    class D2KeypointHead(nn.Module):
+        """roi_heads.keypoint_head.layers: KRCNNConvDeconvUpsampleHead's convs, score_lowres
+        deconvolution and the x2 bilinear upsampling, [R, C, P, P] -> heatmap logits
+        [R, K, 4P, 4P]. (keypoint_head.forward would add keypoint_rcnn_inference: the decoding
+        to (x, y, score), which the runtime does.)"""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.keypoint_head = model.roi_heads.keypoint_head
+
+        def forward(self, keypoint_features: torch.Tensor):
+            return self.keypoint_head.layers(keypoint_features)
+
     if masks:
         return D2BackboneRPN(), D2BoxHead(), D2MaskHead()
+    if keypoints:
+        return D2BackboneRPN(), D2BoxHead(), D2KeypointHead()
     return D2BackboneRPN(), D2BoxHead()
 
 
@@ -428,22 +529,27 @@ def check_model_matches(model: Any, model_json: Dict[str, Any]) -> None:
     if int(getattr(pooler, "canonical_box_size", CANONICAL_BOX_SIZE)) != CANONICAL_BOX_SIZE or \
             int(getattr(pooler, "canonical_level", CANONICAL_LEVEL)) != CANONICAL_LEVEL:
         raise core.ExportError("the box pooler's canonical box size / level differ from 224 / 4")
-    if "mask_head" in model_json:
-        heads = model.roi_heads
-        for attr in ("mask_pooler", "mask_head", "mask_in_features"):
+    heads = model.roi_heads
+    for key, flag, prefix in (("mask_head", "MASK_ON", "mask"), ("keypoint_head", "KEYPOINT_ON", "keypoint")):
+        if key not in model_json:
+            continue
+        for attr in (f"{prefix}_pooler", f"{prefix}_head", f"{prefix}_in_features"):
             if getattr(heads, attr, None) is None:
-                raise core.ExportError(f"MODEL.MASK_ON but the built roi_heads has no {attr}")
-        if list(heads.mask_in_features) != model_json["backbone"]["roi_levels"]:
-            raise core.ExportError("roi_heads.mask_in_features differ from the box head's "
+                raise core.ExportError(f"MODEL.{flag} but the built roi_heads has no {attr}")
+        if list(getattr(heads, f"{prefix}_in_features")) != model_json["backbone"]["roi_levels"]:
+            raise core.ExportError(f"roi_heads.{prefix}_in_features differ from the box head's "
                                    "(the bundle has one set of RoI levels)")
-        mask_pooler = heads.mask_pooler
-        if len(mask_pooler.level_poolers) != len(model_json["backbone"]["roi_levels"]):
-            raise core.ExportError("the mask pooler has a different number of levels")
-        if int(getattr(mask_pooler, "canonical_box_size", CANONICAL_BOX_SIZE)) != CANONICAL_BOX_SIZE or \
-                int(getattr(mask_pooler, "canonical_level", CANONICAL_LEVEL)) != CANONICAL_LEVEL:
-            raise core.ExportError("the mask pooler's canonical box size / level differ from 224 / 4")
-        if not callable(getattr(heads.mask_head, "layers", None)):
-            raise core.ExportError("roi_heads.mask_head has no layers() (not a Detectron2 v0.6 mask head?)")
+        head_pooler = getattr(heads, f"{prefix}_pooler")
+        if len(head_pooler.level_poolers) != len(model_json["backbone"]["roi_levels"]):
+            raise core.ExportError(f"the {prefix} pooler has a different number of levels")
+        if int(getattr(head_pooler, "canonical_box_size", CANONICAL_BOX_SIZE)) != CANONICAL_BOX_SIZE or \
+                int(getattr(head_pooler, "canonical_level", CANONICAL_LEVEL)) != CANONICAL_LEVEL:
+            raise core.ExportError(f"the {prefix} pooler's canonical box size / level differ from 224 / 4")
+        if not callable(getattr(getattr(heads, key), "layers", None)):
+            raise core.ExportError(f"roi_heads.{key} has no layers() (not a Detectron2 v0.6 {prefix} head?)")
+    if "keypoint_head" in model_json and int(getattr(heads.keypoint_head, "up_scale", 2)) * 2 != KEYPOINT_UPSCALE:
+        raise core.ExportError("roi_heads.keypoint_head is not a Detectron2 v0.6 KRCNNConvDeconvUpsampleHead "
+                               "(up_scale 2)")
 
 
 DESCRIPTION = """\
@@ -476,6 +582,12 @@ Mask R-CNN (MODEL.MASK_ON, e.g. COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x
   detector without its mask head (a faster_rcnn bundle with the same boxes). With
   --static-rois the mask head is traced for exactly TEST.DETECTIONS_PER_IMAGE rows.
 
+Keypoint R-CNN (MODEL.KEYPOINT_ON, e.g. COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x.yaml):
+  architecture "keypoint_rcnn", a keypoint_head object from MODEL.ROI_KEYPOINT_HEAD (pooler,
+  NUM_KEYPOINTS, heatmap_size 4 x POOLER_RESOLUTION, decode "detectron2", keypoint names and
+  skeleton from the dataset metadata) and keypoint_head.pt (roi_heads.keypoint_head.layers:
+  heatmap logits [R, K, S, S]). Supported head: KRCNNConvDeconvUpsampleHead, not with MASK_ON.
+
 example (the AWS Neuron R-CNN app note's model, for Inf1):
   %(prog)s --config COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml --weights model_final.pkl \\
       --fixed-size 800 800 --static-rois 1000 --target neuron --output bundles/r101_inf1
@@ -502,6 +614,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     core.add_bundle_arguments(parser)
     args = parser.parse_args(argv)
     core.validate_bundle_arguments(args)
+    return args
+
+
+def check_input_files(args: argparse.Namespace) -> None:
+    """--weights, --classes, --category-ids: readable files, else status 2 and one line."""
     for option, path in (("--weights", args.weights), ("--classes", args.classes),
                          ("--category-ids", args.category_ids)):
         if path is not None:
@@ -509,12 +626,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                 core.check_input_file(path, option)
             except core.UsageError as error:
                 core.exit_with_export_error(error)
-    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    d2 = import_detectron2()
+    d2 = import_detectron2()  # first: without Detectron2 nothing else can be checked
+    check_input_files(args)
     import torch
 
     try:
@@ -529,16 +646,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shapes = {name: (int(s.channels), int(s.stride)) for name, s in model.backbone.output_shape().items()}
         note = args.note if args.note is not None else (
             f"weights: {os.path.basename(args.weights)}" + (f"; opts: {' '.join(args.opts)}" if args.opts else ""))
+        kp_names, kp_skeleton = keypoint_metadata(d2, cfg) if exports_keypoints(cfg, args.boxes_only) else (None, None)
         model_json = model_json_from_cfg(
             cfg, config=args.config, classes=class_names(d2, cfg, args.classes), note=note,
+            keypoint_names=kp_names, keypoint_skeleton=kp_skeleton,
             framework_version=str(getattr(d2["detectron2"], "__version__", "0.6")), output_shape=shapes,
             size_divisibility=getattr(model.backbone, "size_divisibility", None), fixed_size=args.fixed_size,
             static_rois=args.static_rois, boxes_only=args.boxes_only,
             category_ids=category_ids(d2, cfg, args.classes, args.category_ids))
         check_model_matches(model, model_json)
-        wrappers = make_wrappers(model, masks="mask_head" in model_json)
+        masks, keypoints = "mask_head" in model_json, "keypoint_head" in model_json
+        wrappers = make_wrappers(model, masks=masks, keypoints=keypoints)
         specs = core.standard_specs(model_json, wrappers[0], wrappers[1], device=torch.device(device),
-                                    mask_head=wrappers[2] if len(wrappers) > 2 else None)
+                                    mask_head=wrappers[2] if masks else None,
+                                    keypoint_head=wrappers[2] if keypoints else None)
         core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance,
                            freeze=args.freeze, channels_last=args.channels_last,
                            features_layout=args.features_layout)

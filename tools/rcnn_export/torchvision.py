@@ -17,8 +17,20 @@ from torch import nn
 from . import core
 
 MODELS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
-          "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+          "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn")
 MASK_MODELS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+KEYPOINT_MODELS = ("keypointrcnn_resnet50_fpn",)
+
+#: COCO's person keypoints (torchvision's KeypointRCNN_ResNet50_FPN_Weights.COCO_V1.meta
+#: "keypoint_names") and the person skeleton of the COCO annotations ("skeleton", made 0-based):
+#: what a keypoint_rcnn bundle of the COCO person model records for drawing.
+COCO_PERSON_KEYPOINTS = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+    "right_knee", "left_ankle", "right_ankle",
+]
+COCO_PERSON_SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7],
+                        [6, 8], [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]]
 
 #: How torchvision builds each model when it loads its COCO weights: the norm layers and,
 #: for FrozenBatchNorm2d, the eps it uses (fasterrcnn_resnet50_fpn's COCO_V1 weights call
@@ -30,6 +42,7 @@ PRETRAINED_NORM = {
     "fasterrcnn_mobilenet_v3_large_fpn": ("frozen", 1e-5),
     "maskrcnn_resnet50_fpn": ("frozen", 0.0),
     "maskrcnn_resnet50_fpn_v2": ("batchnorm", None),
+    "keypointrcnn_resnet50_fpn": ("frozen", 0.0),
 }
 
 #: torchvision's 91 COCO category names (FasterRCNN_*_Weights.COCO_V1.meta["categories"]), used
@@ -69,6 +82,10 @@ RECIPES: Dict[str, Dict[str, float]] = {
 MASK_RECIPE: Dict[str, float] = dict(mask_deconv_spread=0.2, mask_logits_std=4.0)
 RECIPES["maskrcnn_resnet50_fpn"] = dict(RECIPES["fasterrcnn_resnet50_fpn"], **MASK_RECIPE)
 RECIPES["maskrcnn_resnet50_fpn_v2"] = dict(RECIPES["fasterrcnn_resnet50_fpn_v2"], **MASK_RECIPE)
+#: Keypoint R-CNN: one class (person) against the background; heatmap logits spread a few units.
+KEYPOINT_RECIPE: Dict[str, float] = dict(keypoint_logits_std=1.0)
+RECIPES["keypointrcnn_resnet50_fpn"] = dict(RECIPES["fasterrcnn_resnet50_fpn"], background_bias=3.5,
+                                            **KEYPOINT_RECIPE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +236,8 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
     lateral convolutions to output std ``fpn_std``.
 
     A Mask R-CNN's mask head and predictor are left out of all that (so that every other
-    weight equals the Faster R-CNN's of the same seed) and get ``apply_mask_seed_recipe``.
+    weight equals the Faster R-CNN's of the same seed) and get ``apply_mask_seed_recipe``; a
+    Keypoint R-CNN's keypoint head and predictor likewise get ``apply_keypoint_seed_recipe``.
 
     The constants per model are in ``RECIPES``; they were tuned on fruits, messi5, baboon and
     building from OpenCV's sample data (tests/reference/gen_torchvision.py and, for the masks,
@@ -231,7 +249,7 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
         recipe = RECIPES[name] if name in RECIPES else RECIPES["fasterrcnn_resnet50_fpn"]
     torch.manual_seed(seed)
     norm_types = (nn.BatchNorm2d, FrozenBatchNorm2d)
-    mask_modules = {id(m) for part in mask_parts(model) for m in part.modules()}
+    mask_modules = {id(m) for part in mask_parts(model) + keypoint_parts(model) for m in part.modules()}
     with torch.no_grad():
         for m in model.modules():
             if id(m) in mask_modules:
@@ -287,8 +305,10 @@ def apply_seed_recipe(model: nn.Module, seed: int, recipe: Optional[Dict[str, fl
         bias = head.bbox_pred.bias.view(-1, 4)
         bias.zero_()
         bias[:, 2:] = recipe["rpn_size_bias"]
-    if mask_modules:
+    if mask_parts(model):
         apply_mask_seed_recipe(model, seed, recipe)
+    if keypoint_parts(model):
+        apply_keypoint_seed_recipe(model, seed, recipe)
     return model.eval()
 
 
@@ -320,6 +340,36 @@ def mask_parts(model: nn.Module) -> List[nn.Module]:
     heads = model.roi_heads
     parts = [getattr(heads, "mask_head", None), getattr(heads, "mask_predictor", None)]
     return [p for p in parts if p is not None]
+
+
+def keypoint_parts(model: nn.Module) -> List[nn.Module]:
+    """roi_heads.keypoint_head and keypoint_predictor of a Keypoint R-CNN; [] otherwise."""
+    heads = model.roi_heads
+    parts = [getattr(heads, "keypoint_head", None), getattr(heads, "keypoint_predictor", None)]
+    return [p for p in parts if p is not None]
+
+
+def apply_keypoint_seed_recipe(model: nn.Module, seed: int, recipe: Dict[str, float]) -> nn.Module:
+    """Deterministic keypoint head weights whose heatmaps peak at different places for every
+    detection and keypoint: ``torch.manual_seed(seed)`` again; every Conv2d and the
+    ConvTranspose2d kaiming-normal (fan_out, relu), bias 0; every 3x3 kernel of the head's
+    convolutions zero-mean over its taps (as the mask head's: the per-channel offsets shared by
+    all RoIs would otherwise put every peak at the same place); the predictor's deconvolution
+    (``kps_score_lowres``) N(0, keypoint_logits_std) with zero mean over the input channels."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for part in keypoint_parts(model):
+            for m in part.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    kaiming_conv_(m)
+        for m in model.roi_heads.keypoint_head.modules():
+            if isinstance(m, nn.Conv2d) and m.kernel_size[0] * m.kernel_size[1] > 1:
+                m.weight -= m.weight.mean(dim=(2, 3), keepdim=True)
+        deconv = model.roi_heads.keypoint_predictor.kps_score_lowres
+        deconv.weight.normal_(0.0, recipe.get("keypoint_logits_std", KEYPOINT_RECIPE["keypoint_logits_std"]))
+        deconv.weight -= deconv.weight.mean(dim=0, keepdim=True)
+        deconv.bias.zero_()
+    return model
 
 
 def apply_mask_seed_recipe(model: nn.Module, seed: int, recipe: Dict[str, float]) -> nn.Module:
@@ -501,6 +551,25 @@ class MaskHead(nn.Module):
         return self.mask_predictor(self.mask_head(mask_features))
 
 
+class KeypointHead(nn.Module):
+    """model.roi_heads.keypoint_head, then keypoint_predictor (its deconvolution and the x2
+    bilinear upsampling): heatmap logits [R, K, 4P, 4P] (no decoding)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.keypoint_head = model.roi_heads.keypoint_head
+        self.keypoint_predictor = model.roi_heads.keypoint_predictor
+
+    def forward(self, keypoint_features: torch.Tensor):
+        return self.keypoint_predictor(self.keypoint_head(keypoint_features))
+
+
+def has_keypoints(model: nn.Module) -> bool:
+    heads = model.roi_heads
+    return all(getattr(heads, k, None) is not None
+               for k in ("keypoint_roi_pool", "keypoint_head", "keypoint_predictor"))
+
+
 def has_mask(model: nn.Module) -> bool:
     heads = model.roi_heads
     return all(getattr(heads, k, None) is not None for k in ("mask_roi_pool", "mask_head", "mask_predictor"))
@@ -563,6 +632,13 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
     score_thresh = float(rpn.score_thresh)
     gen = rpn.anchor_generator
     mask = has_mask(model)
+    keypoints = has_keypoints(model)
+    if keypoints:
+        kp_pool = heads.keypoint_roi_pool
+        if list(kp_pool.featmap_names) != list(pool.featmap_names):
+            raise core.ExportError(f"keypoint_roi_pool featmap_names {kp_pool.featmap_names} differ from "
+                                   f"box_roi_pool's {pool.featmap_names} (the bundle has one set of RoI levels)")
+        num_keypoints = int(heads.keypoint_predictor.kps_score_lowres.out_channels)
     if mask:
         mask_pool = heads.mask_roi_pool
         if list(mask_pool.featmap_names) != list(pool.featmap_names):
@@ -574,7 +650,7 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
     model_json: Dict[str, Any] = {
         "format": core.BUNDLE_FORMAT,
         "version": core.BUNDLE_VERSION,
-        "architecture": "mask_rcnn" if mask else "faster_rcnn",
+        "architecture": "mask_rcnn" if mask else "keypoint_rcnn" if keypoints else "faster_rcnn",
         "conventions": "torchvision",
         "source": {
             "framework": "torchvision",
@@ -652,6 +728,23 @@ def model_json_for(model: nn.Module, name: str, classes: Sequence[str], *,
         tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
         model_json["mask_head"] = mask_json
         model_json.update(tail)
+    if keypoints:
+        model_json["modules"]["keypoint_head"] = {
+            "file": "keypoint_head.pt",
+            "static_rois": core.mask_static_rois(static_rois, int(heads.detections_per_img))}
+        kp_json = pooler_json(heads.keypoint_roi_pool)
+        coco = num_keypoints == len(COCO_PERSON_KEYPOINTS)
+        kp_json.update({
+            "num_keypoints": num_keypoints,
+            # kps_score_lowres (stride 2) then interpolate(scale_factor=2): S = 4 P.
+            "heatmap_size": 4 * kp_json["pooler_resolution"],
+            "decode": "torchvision",
+            "keypoint_names": list(COCO_PERSON_KEYPOINTS) if coco else [f"keypoint_{i}" for i in range(num_keypoints)],
+            "skeleton": [list(p) for p in COCO_PERSON_SKELETON] if coco else [],
+        })
+        tail = {k: model_json.pop(k) for k in ("postprocess", "classes")}
+        model_json["keypoint_head"] = kp_json
+        model_json.update(tail)
     if category_ids is not None:
         core.add_category_ids(model_json, category_ids)
     return model_json
@@ -672,8 +765,9 @@ def export(model: nn.Module, name: str, output: str, *, classes: Sequence[str],
     backbone_rpn = BackboneRPN(model, model_json["backbone"]["roi_levels"])
     box_head = BoxHead(model)
     mask_head = MaskHead(model) if has_mask(model) else None
+    keypoint_head = KeypointHead(model) if has_keypoints(model) else None
     specs = core.standard_specs(model_json, backbone_rpn, box_head, device=device, seed=seed,
-                                mask_head=mask_head)
+                                mask_head=mask_head, keypoint_head=keypoint_head)
     report = core.export_bundle(output, model_json, specs, target=target, tolerance=tolerance,
                                 freeze=freeze, channels_last=channels_last,
                                 features_layout=features_layout)
@@ -728,6 +822,12 @@ masks (maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2):
   channel class_id + 1); mask_threshold 0.5 (torchvision returns soft masks and documents
   `mask >= 0.5`); paste "torchvision" (roi_heads.paste_masks_in_image). With --static-rois
   the mask head is traced for exactly detections_per_image rows (100 by default).
+
+keypoints (keypointrcnn_resnet50_fpn; classes default to ["person"], COCO id 1):
+  architecture "keypoint_rcnn", a keypoint_head object from roi_heads.keypoint_roi_pool
+  (14x14, sampling ratio 2) and keypoint_predictor (K keypoints, heatmap_size 56, decode
+  "torchvision", COCO person keypoint names and skeleton), and keypoint_head.pt
+  (keypoint_head + keypoint_predictor: heatmap logits [R, K, 56, 56]).
 
 examples:
   %(prog)s --model fasterrcnn_resnet50_fpn --weights frcnn_r50.pth --output bundles/r50
@@ -800,6 +900,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             k = num_classes if num_classes is not None else len(classes)
             if len(classes) != k:
                 raise core.UsageError(f"--classes has {len(classes)} names but the model has {k} classes")
+        elif args.model in KEYPOINT_MODELS and num_classes in (None, 1):
+            k, classes = 1, ["person"]  # torchvision's COCO keypoint model: person (COCO id 1)
         elif num_classes is not None and num_classes != 90:
             k = num_classes
             classes = [f"class_{i}" for i in range(k)]
@@ -814,6 +916,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             category_ids = core.read_category_ids(args.category_ids)
         elif not args.classes and k == 90:
             category_ids = coco_category_ids()
+        elif not args.classes and classes == ["person"]:
+            category_ids = [1]
 
         norm = "pretrained"
         if state is not None and state_dict_uses_batchnorm(state):

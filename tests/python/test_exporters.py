@@ -531,6 +531,10 @@ class Detectron2AdapterTest(unittest.TestCase):
                 f.write(text)
         with open(os.path.join(package, "config", "defaults.json"), "w") as f:
             json.dump(cfg, f)
+        # A real Detectron2 imported earlier in this process (another test) would shadow the
+        # stand-in: forget it first, as the cleanup below forgets the stand-in.
+        for name in [m for m in sys.modules if m == "detectron2" or m.startswith("detectron2.")]:
+            del sys.modules[name]
         sys.path.insert(0, os.path.join(tmp, "fake"))
         try:
             from detectron2.modeling import build_model

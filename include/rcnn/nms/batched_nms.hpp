@@ -29,7 +29,7 @@ struct BatchedNmsWorkspace {
   /// Capacity for inputs of up to `n` boxes with at most `max_group` boxes per group: later
   /// such calls (with group ids spanning at most min(n, 4096) + 1024 values) allocate
   /// nothing here. (`batched_nms`'s `keep` and the NMS policy's scratch are reserved by
-  /// their owners: `keep.reserve(n)`, `detail::reserve_nms(nms, max_group)`.)
+  /// their owners: `keep.reserve(n)`, `nms.reserve(max_group)`.)
   void reserve(std::size_t n, std::size_t max_group) {
     perm.reserve(n);
     counts.reserve(std::min(n, std::size_t(4096)) + 1025);

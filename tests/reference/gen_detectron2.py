@@ -59,6 +59,12 @@ NARROW = ["MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "MODEL.RESNETS.RES2_OUT_CHANN
           "MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "128"]
 MASK_NARROW = ["MODEL.ROI_MASK_HEAD.CONV_DIM", "32"]
 SHORT = ["INPUT.MIN_SIZE_TEST", "320", "INPUT.MAX_SIZE_TEST", "533"]
+#: DC5 (no FPN): the same ResNet narrowing (res5: 512 channels). C4 halves it once more
+#: (res4 128, res5 256 channels, bottlenecks 64): its res5 is the box head, run on every
+#: proposal's 14x14 pool, and the generator runs it three times per photo.
+DC5_NARROW = [v for i in range(0, len(NARROW), 2) if not NARROW[i].startswith("MODEL.FPN")
+              for v in NARROW[i:i + 2]]
+C4_NARROW = DC5_NARROW + ["MODEL.RESNETS.WIDTH_PER_GROUP", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32"]
 
 #: name -> model-zoo config, config overrides, exporter options, photos, the committed fixture
 #: (tests/data/detectron2) whose model.json the export must equal, and the background
@@ -73,6 +79,17 @@ BUNDLES: List[Dict[str, Any]] = [
     dict(name="mask_rcnn_R_50_FPN_shortest_edge", config="COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
          opts=NARROW + MASK_NARROW + SHORT, export=[], photos=["fruits", "messi5"], background_bias=5.5,
          fixture="narrow_mask_rcnn_r101_fpn_shortest_edge"),
+    # C4 (Res5ROIHeads: RPN and 14x14 pooler on res4, res5 + mean + predictor as the box head,
+    # res5 + deconv as the mask head) and DC5 (res5 dilated, stride 16; 2FC box head).
+    # Class scores: C4 whitens its predictor (seed_weights), DC5's 2FC head sees small features.
+    dict(name="faster_rcnn_R_50_C4_shortest_edge", config="COCO-Detection/faster_rcnn_R_50_C4_3x.yaml",
+         opts=C4_NARROW + SHORT, export=[], photos=["fruits", "messi5"], background_bias=3.0,
+         class_logits_std=0.5),
+    dict(name="faster_rcnn_R_50_DC5_shortest_edge", config="COCO-Detection/faster_rcnn_R_50_DC5_3x.yaml",
+         opts=DC5_NARROW + SHORT, export=[], photos=["fruits", "messi5"], class_logits_std=15.0),
+    dict(name="mask_rcnn_R_50_C4_shortest_edge", config="COCO-InstanceSegmentation/mask_rcnn_R_50_C4_3x.yaml",
+         opts=C4_NARROW + MASK_NARROW + SHORT, export=[], photos=["fruits", "messi5"], background_bias=3.0,
+         class_logits_std=0.5),
 ]
 SEED = 1234
 MIN_DETECTIONS = 15
@@ -139,7 +156,8 @@ def build_cfg(spec: Dict[str, Any]):
     return cfg
 
 
-def seed_weights(model, seed: int, background_bias: float = 7.5, keypoint_logits_std: float = 1.0) -> None:
+def seed_weights(model, seed: int, background_bias: float = 7.5, keypoint_logits_std: float = 1.0,
+                 class_logits_std: float = 3.0) -> None:
     """Deterministic untrained weights that give spread-out detections on real photos (the
     fixtures' recipe, shared/fixtures/detectron2/README.md "Weight recipe"): kaiming convs,
     N(0, 0.01) linears, identity FrozenBN; damped residual branches; box head rows zero-mean
@@ -147,6 +165,7 @@ def seed_weights(model, seed: int, background_bias: float = 7.5, keypoint_logits
     everywhere); class scores N(0, 3) with background bias 7.5 (or ``background_bias``), deltas N(0, 1); RPN deltas
     with +1 on dw, dh (proposals ~2.7x their anchors: every RoI level gets proposals); the mask
     head's 3x3 kernels zero-mean, deconv taps pulled to the first one, predictor N(0, 3); the
+    class scores' N(0, 3) is N(0, ``class_logits_std``) where the box features are smaller (DC5); the
     keypoint head's 3x3 kernels zero-mean too (the per-channel offsets shared by all RoIs would
     otherwise put every heatmap's peak at the same place) and its score_lowres deconvolution
     N(0, keypoint_logits_std) with zero mean over the input channels."""
@@ -169,22 +188,42 @@ def seed_weights(model, seed: int, background_bias: float = 7.5, keypoint_logits
                 m.bias.zero_()
                 m.running_mean.zero_()
                 m.running_var.fill_(1.0 - m.eps)
-        body = model.backbone.bottom_up
+        body = getattr(model.backbone, "bottom_up", model.backbone)  # FPN, or the ResNet (C4, DC5)
         body.stem.conv1.norm.weight.fill_(0.05)
-        for stage in body.stages:
-            for block in stage:
-                block.conv3.norm.weight.fill_(0.2)
         heads = model.roi_heads
-        fc1 = heads.box_head.fc1.weight
-        channels = fc1.shape[1] // 49
-        w = fc1.view(fc1.shape[0], channels, 49)
-        w.sub_(w.mean(dim=2, keepdim=True))
-        fc2 = heads.box_head.fc2.weight
-        fc2.sub_(fc2.mean(dim=1, keepdim=True))
+        res5 = list(getattr(heads, "res5", []))  # Res5ROIHeads (C4): res5 is in the heads
+        if res5:
+            # The mask head comes last in model.modules(): from here on the same numbers with
+            # and without it, so that the C4 Mask R-CNN has the C4 Faster R-CNN's boxes.
+            torch.manual_seed(seed + 1)
+        for block in [b for stage in body.stages for b in stage] + res5:
+            block.conv3.norm.weight.fill_(0.2)
+        if not res5:
+            fc1 = heads.box_head.fc1.weight
+            pool = heads.box_pooler.output_size
+            cells = pool[0] * pool[1] if isinstance(pool, (tuple, list)) else pool * pool
+            w = fc1.view(fc1.shape[0], fc1.shape[1] // cells, cells)
+            w.sub_(w.mean(dim=2, keepdim=True))
+            fc2 = heads.box_head.fc2.weight
+            fc2.sub_(fc2.mean(dim=1, keepdim=True))
         cls = heads.box_predictor.cls_score
-        nn.init.normal_(cls.weight, 0.0, 3.0)
+        nn.init.normal_(cls.weight, 0.0, class_logits_std)
         cls.weight.sub_(cls.weight.mean(dim=1, keepdim=True))
         cls.bias.zero_()
+        if res5:
+            # Res5ROIHeads feeds the predictor the mean of res5's (post-ReLU) output: the RoIs'
+            # features share an offset and vary mostly along one direction (85% of their
+            # variance on fruits.jpg), which would make one class win everywhere. The class rows
+            # are whitened against the features of a seeded noise image (no photo in the weights)
+            # and their biases cancel its mean.
+            feats = res5_features(model, seed)
+            mean = feats.mean(dim=0)
+            centered = feats - mean
+            cov = centered.T @ centered / len(feats)
+            evals, evecs = torch.linalg.eigh(cov + 1e-3 * cov.diagonal().mean() * torch.eye(len(cov)))
+            whiten = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+            cls.weight[:-1] = cls.weight[:-1] @ whiten / cls.weight.shape[1] ** 0.5
+            cls.bias[:-1] = -(cls.weight[:-1] @ mean)
         cls.bias[-1] = background_bias
         bbox = heads.box_predictor.bbox_pred
         nn.init.normal_(bbox.weight, 0.0, 1.0)
@@ -215,6 +254,24 @@ def seed_weights(model, seed: int, background_bias: float = 7.5, keypoint_logits
             keypoints.score_lowres.bias.zero_()
 
 
+def res5_features(model, seed: int):
+    """Res5ROIHeads' box-predictor inputs (pooled on res4, res5, mean over H and W) of 512
+    random boxes on a seeded uniform-noise 320x320 image: [512, C]."""
+    import torch
+    from detectron2.structures import Boxes
+
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, 320, 320, generator=gen) * 255.0
+    x = (image - model.pixel_mean.view(1, 3, 1, 1)) / model.pixel_std.view(1, 3, 1, 1)
+    heads = model.roi_heads
+    features = model.backbone(x)
+    xy = torch.rand(512, 2, generator=gen) * 240.0
+    wh = 8.0 + torch.rand(512, 2, generator=gen) * 120.0
+    boxes = Boxes(torch.cat([xy, xy + wh], 1))
+    pooled = heads.pooler([features[f] for f in heads.in_features], [boxes])
+    return heads.res5(pooled).mean(dim=[2, 3])
+
+
 # --------------------------------------------------------------------------------------------
 # One case: Detectron2 inference, stage by stage
 # --------------------------------------------------------------------------------------------
@@ -239,6 +296,7 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
     import numpy as np
     import torch
     from detectron2.engine import DefaultPredictor
+    from rcnn_export import detectron2 as ed2
     from detectron2.modeling.poolers import assign_boxes_to_levels
     from detectron2.modeling.postprocessing import detector_postprocess
     from detectron2.modeling.roi_heads.keypoint_head import keypoint_rcnn_inference
@@ -263,6 +321,8 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
             final = predictor(bgr)["instances"]
 
     heads, rpn = model.roi_heads, model.proposal_generator
+    res5 = getattr(heads, "res5", None) if not hasattr(heads, "box_head") else None  # Res5ROIHeads (C4)
+    in_features = ed2.box_in_features(heads)
     with torch.no_grad():
         images = model.preprocess_image([inputs])
         x = images.tensor
@@ -275,7 +335,7 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
             save(f"rpn_objectness_{level}", o)
             save(f"rpn_deltas_{level}", d)
             save(f"anchors_{level}", a.tensor)
-        for level in heads.box_in_features:
+        for level in in_features:
             save(f"features_{level}", features[level])
         flat_obj = [o.permute(0, 2, 3, 1).flatten(1) for o in objectness]
         flat_del = [d.view(d.shape[0], -1, 4, d.shape[-2], d.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
@@ -284,14 +344,17 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
         props = proposals[0]
         save("proposals", props.proposal_boxes.tensor)
         save("proposal_logits", props.objectness_logits)
-        pooler = heads.box_pooler
-        box_in = [features[f] for f in heads.box_in_features]
+        pooler = heads.pooler if res5 is not None else heads.box_pooler
+        box_in = [features[f] for f in in_features]
         box_features = pooler(box_in, [props.proposal_boxes])
         save("box_features", box_features)
         box_level = assign_boxes_to_levels([props.proposal_boxes], pooler.min_level, pooler.max_level,
                                            pooler.canonical_box_size, pooler.canonical_level)
         save("box_level", box_level.to(torch.int64))
-        logits, box_deltas = heads.box_predictor(heads.box_head(box_features))
+        if res5 is not None:  # Res5ROIHeads.forward: res5, mean over H, W, predictor
+            logits, box_deltas = heads.box_predictor(res5(box_features).mean(dim=[2, 3]))
+        else:
+            logits, box_deltas = heads.box_predictor(heads.box_head(box_features))
         save("class_logits", logits)
         save("box_deltas", box_deltas)
         instances, _ = heads.box_predictor.inference((logits, box_deltas), proposals)
@@ -300,13 +363,14 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
         save("detections_resized", dets)
         masks_on = "mask_head" in model_json["modules"]
         if masks_on:
-            mask_in = [features[f] for f in heads.mask_in_features]
-            mask_features = heads.mask_pooler(mask_in, [inst.pred_boxes])
+            # Res5ROIHeads.forward_with_given_boxes: its one pooler, then res5 and the head.
+            mp = heads.pooler if res5 is not None else heads.mask_pooler
+            mask_in = [features[f] for f in (in_features if res5 is not None else heads.mask_in_features)]
+            mask_features = mp(mask_in, [inst.pred_boxes])
             save("mask_features", mask_features)
-            mp = heads.mask_pooler
             save("mask_level", assign_boxes_to_levels([inst.pred_boxes], mp.min_level, mp.max_level,
                                                       mp.canonical_box_size, mp.canonical_level).to(torch.int64))
-            mask_logits = heads.mask_head.layers(mask_features)
+            mask_logits = heads.mask_head.layers(res5(mask_features) if res5 is not None else mask_features)
             D = len(inst)
             cls = inst.pred_classes
             class_logits = mask_logits[torch.arange(D), cls] if D else mask_logits[:, 0]
@@ -372,7 +436,7 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
         o, d, f = modules["backbone_rpn"](x)
         worst = 0.0
         for got, want in zip(list(o) + list(d) + list(f),
-                             list(objectness) + list(deltas) + [features[k] for k in heads.box_in_features]):
+                             list(objectness) + list(deltas) + [features[k] for k in in_features]):
             worst = max(worst, float((got - want).abs().max()))
         checks["traced_backbone_rpn_max_abs_diff"] = worst
         rows = model_json["modules"]["box_head"].get("static_rois")
@@ -499,7 +563,8 @@ def run(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles: Seq
         t0 = time.time()
         cfg = build_cfg(spec)
         model = build_model(cfg).eval()
-        seed_weights(model, SEED, spec.get("background_bias", 7.5), spec.get("keypoint_logits_std", 1.0))
+        seed_weights(model, SEED, spec.get("background_bias", 7.5), spec.get("keypoint_logits_std", 1.0),
+                     spec.get("class_logits_std", 3.0))
         weights = os.path.join(tmp, f"{spec['name']}.weights.pth")
         torch.save(model.state_dict(), weights)
         bundle_dir = os.path.join(tmp, spec["name"])

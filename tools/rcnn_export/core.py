@@ -458,14 +458,21 @@ def mask_channels(model_json: Dict[str, Any]) -> int:
     return k + 1 if model_json["roi_heads"]["background"] == "first" else k
 
 
+def mask_size(mask_head: Dict[str, Any]) -> int:
+    """M, the side of the mask logits: ``mask_head.mask_size`` when present (Detectron2's C4
+    head: res5 halves the 14x14 pool, the deconvolution doubles it back: M = P), else 2P."""
+    return int(mask_head.get("mask_size") or 2 * int(mask_head["pooler_resolution"]))
+
+
 def validate_mask_head(named: NamedTensors, model_json: Dict[str, Any], rois: int) -> None:
-    """The raw logits are [R, Km, 2P, 2P] (P = mask_head.pooler_resolution)."""
+    """The raw logits are [R, Km, M, M] (M = mask_size(mask_head): 2 x pooler_resolution unless
+    model.json's mask_head.mask_size says otherwise)."""
     logits = named[0][1]
-    m = 2 * int(model_json["mask_head"]["pooler_resolution"])
+    m = mask_size(model_json["mask_head"])
     want = [rois, mask_channels(model_json), m, m]
     if list(logits.shape) != want:
         raise ExportError(f"mask_head outputs do not match model.json: mask_logits is {list(logits.shape)}, "
-                          f"expected {want} ([R, Km, 2P, 2P])")
+                          f"expected {want} ([R, Km, M, M], M = mask_head.mask_size or 2 x pooler_resolution)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,7 +536,8 @@ def default_check_shapes(model_json: Dict[str, Any]) -> List[List[int]]:
     first = [1, 3, round_up(short, div), round_up(long_side, div)]
     second = [1, 3, round_up(int(short * 1.2), div), round_up(max(div, int(short * 0.75)), div)]
     if second == first:
-        second = [1, 3, first[2] + div, first[3] + 2 * div]
+        step = max(div, 1)
+        second = [1, 3, first[2] + step, first[3] + 2 * step]
     return [first, second]
 
 

@@ -74,19 +74,40 @@ def level_stride(name: str) -> int:
     raise core.ExportError(f"cannot infer the stride of feature {name!r}; pass the backbone's output_shape")
 
 
+#: ROI_HEADS.NAME values the exporter handles: StandardROIHeads (FPN, DC5: pooler -> box head)
+#: and Res5ROIHeads (C4: pooler on res4 -> res5 -> mean -> predictor, the res5 stage being part
+#: of the exported box and mask head modules).
+SUPPORTED_ROI_HEADS = ("StandardROIHeads", "Res5ROIHeads")
+
+
+def is_res5_heads(cfg: Mapping[str, Any]) -> bool:
+    """True for Detectron2's C4 models (MODEL.ROI_HEADS.NAME Res5ROIHeads)."""
+    return cfg_get(cfg, "MODEL.ROI_HEADS.NAME", "StandardROIHeads") == "Res5ROIHeads"
+
+
 def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
-    """Raise ExportError for configs the bundle format (v1: Faster and Mask R-CNN) cannot describe."""
+    """Raise ExportError for configs the bundle format (v1: Faster, Mask and Keypoint R-CNN;
+    FPN, C4 and DC5 backbones) cannot describe."""
     checks = [
         ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"),
         ("MODEL.PROPOSAL_GENERATOR.NAME", "RPN"),
         ("MODEL.RPN.HEAD_NAME", "StandardRPNHead"),
-        ("MODEL.ROI_HEADS.NAME", "StandardROIHeads"),
         ("MODEL.ANCHOR_GENERATOR.NAME", "DefaultAnchorGenerator"),
     ]
     for key, want in checks:
         value = cfg_get(cfg, key, want)
         if value != want:
             raise core.ExportError(f"{key} = {value!r} is not supported (only {want})")
+    heads = cfg_get(cfg, "MODEL.ROI_HEADS.NAME", "StandardROIHeads")
+    if heads not in SUPPORTED_ROI_HEADS:
+        raise core.ExportError(f"MODEL.ROI_HEADS.NAME = {heads!r} is not supported (only "
+                               f"{' and '.join(SUPPORTED_ROI_HEADS)})")
+    if heads == "Res5ROIHeads":
+        levels = list(cfg_get(cfg, "MODEL.ROI_HEADS.IN_FEATURES"))
+        if len(levels) != 1:
+            raise core.ExportError(f"MODEL.ROI_HEADS.IN_FEATURES = {levels}: Res5ROIHeads pools one feature map")
+        if exports_keypoints(cfg, boxes_only):
+            raise core.ExportError("MODEL.KEYPOINT_ON with Res5ROIHeads is not supported (Detectron2 has none)")
     if exports_keypoints(cfg, boxes_only):
         if exports_masks(cfg, boxes_only):
             raise core.ExportError("MODEL.MASK_ON and MODEL.KEYPOINT_ON together are not supported "
@@ -106,7 +127,9 @@ def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
         if head != "MaskRCNNConvUpsampleHead":
             raise core.ExportError(f"MODEL.ROI_MASK_HEAD.NAME = {head!r} is not supported (only "
                                    "MaskRCNNConvUpsampleHead); --boxes-only exports the detector without it")
-        pooler = cfg_get(cfg, "MODEL.ROI_MASK_HEAD.POOLER_TYPE")
+        # Res5ROIHeads pools the masks with its one (box) pooler: ROI_MASK_HEAD.POOLER_* unused.
+        pooler = cfg_get(cfg, "MODEL.ROI_BOX_HEAD.POOLER_TYPE" if is_res5_heads(cfg)
+                         else "MODEL.ROI_MASK_HEAD.POOLER_TYPE")
         if pooler not in ("ROIAlign", "ROIAlignV2"):
             raise core.ExportError(f"MODEL.ROI_MASK_HEAD.POOLER_TYPE = {pooler!r}: only ROIAlign and ROIAlignV2")
     fmt = cfg_get(cfg, "INPUT.FORMAT")
@@ -164,16 +187,47 @@ def pooler_json(cfg: Mapping[str, Any], head: str) -> Dict[str, Any]:
     }
 
 
+def res5_mask_size(pooler_resolution: int) -> int:
+    """Side of the mask logits of Res5ROIHeads' mask head: res5's first block has stride 2
+    (P -> (P - 1) // 2 + 1, 14 -> 7), the head's deconvolution doubles it (7 -> 14)."""
+    return 2 * ((int(pooler_resolution) - 1) // 2 + 1)
+
+
 def mask_head_json(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     """The ``mask_head`` object of a Mask R-CNN bundle from ROI_MASK_HEAD: Detectron2's
     ROIPooler (canonical 224 / level 4, eps 1e-8 inside the log2, like the box pooler),
-    CLS_AGNOSTIC_MASK, the 0.5 threshold of detector_postprocess, and its own paste."""
+    CLS_AGNOSTIC_MASK, the 0.5 threshold of detector_postprocess, and its own paste.
+    Res5ROIHeads (C4) pools the detections with its box pooler (ROI_BOX_HEAD.POOLER_*) and
+    runs res5 before the head: ``mask_size`` (the side of the logits) is then not 2 x P."""
+    if is_res5_heads(cfg):
+        pool = pooler_json(cfg, "ROI_BOX_HEAD")
+        size: Dict[str, Any] = {"mask_size": res5_mask_size(pool["pooler_resolution"])}
+    else:
+        pool, size = pooler_json(cfg, "ROI_MASK_HEAD"), {}
     return {
-        **pooler_json(cfg, "ROI_MASK_HEAD"),
+        **pool,
+        **size,
         "class_agnostic": bool(cfg_get(cfg, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False)),
         "mask_threshold": 0.5,
         "paste": "detectron2",
     }
+
+
+def resnet_output_shape(cfg: Mapping[str, Any]) -> Dict[str, Tuple[int, int]]:
+    """(channels, stride) of a plain ResNet backbone's outputs (C4, DC5: no FPN), as
+    ``build_resnet_backbone(cfg).output_shape()`` says: res<k> has RES2_OUT_CHANNELS x 2^(k-2)
+    channels and stride 2^k, except res5 with RES5_DILATION 2 (DC5), which keeps stride 16."""
+    res2 = int(cfg_get(cfg, "MODEL.RESNETS.RES2_OUT_CHANNELS"))
+    dilation = int(cfg_get(cfg, "MODEL.RESNETS.RES5_DILATION", 1))
+    shapes: Dict[str, Tuple[int, int]] = {}
+    for name in cfg_get(cfg, "MODEL.RESNETS.OUT_FEATURES"):
+        k = int(str(name)[3:]) if str(name).startswith("res") and str(name)[3:].isdigit() else 0
+        if not 2 <= k <= 5:
+            raise core.ExportError(f"MODEL.RESNETS.OUT_FEATURES: cannot infer the shape of {name!r}; "
+                                   "pass the backbone's output_shape")
+        stride = 2 ** k if not (k == 5 and dilation == 2) else 16
+        shapes[str(name)] = (res2 * 2 ** (k - 2), stride)
+    return shapes
 
 
 def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequence[str], note: str = "",
@@ -197,6 +251,9 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
     check_supported(cfg, boxes_only)
     rpn_levels = [str(f) for f in cfg_get(cfg, "MODEL.RPN.IN_FEATURES")]
     roi_levels = [str(f) for f in cfg_get(cfg, "MODEL.ROI_HEADS.IN_FEATURES")]
+    fpn = bool(cfg_get(cfg, "MODEL.FPN.IN_FEATURES", []))
+    if output_shape is None and not fpn:
+        output_shape = resnet_output_shape(cfg)  # C4, DC5
     if output_shape is None:
         channels = int(cfg_get(cfg, "MODEL.FPN.OUT_CHANNELS"))
         output_shape = {name: (channels, level_stride(name)) for name in dict.fromkeys(rpn_levels + roi_levels)}
@@ -207,10 +264,11 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
     if len(all_channels) != 1:
         raise core.ExportError(f"RPN/RoI levels have different channel counts {sorted(all_channels)}")
     if size_divisibility is None:
-        size_divisibility = max(level_stride(str(f)) for f in cfg_get(cfg, "MODEL.FPN.IN_FEATURES"))
+        # Detectron2's FPN: the largest input stride; a plain ResNet (C4, DC5): 0, no padding.
+        size_divisibility = max(level_stride(str(f)) for f in cfg_get(cfg, "MODEL.FPN.IN_FEATURES")) if fpn else 0
     size_divisibility = int(size_divisibility)
-    if size_divisibility <= 0:
-        raise core.ExportError("the backbone has no size divisibility (not an FPN backbone?)")
+    if size_divisibility < 0:
+        raise core.ExportError(f"the backbone's size divisibility is {size_divisibility}")
 
     num_classes = int(cfg_get(cfg, "MODEL.ROI_HEADS.NUM_CLASSES"))
     if len(classes) != num_classes:
@@ -452,9 +510,22 @@ def keypoint_metadata(d2: Dict[str, Any], cfg: Any) -> Tuple[Optional[List[str]]
     return names, skeleton
 
 
+def box_in_features(heads: Any) -> List[str]:
+    """The feature maps the box pooler reads: StandardROIHeads' box_in_features, Res5ROIHeads'
+    in_features (one map, res4)."""
+    names = getattr(heads, "box_in_features", None)
+    return list(names if names is not None else heads.in_features)
+
+
+def is_res5_model(model: Any) -> bool:
+    """A built Res5ROIHeads (C4): its box head is the res5 stage, shared with the mask head."""
+    return hasattr(model.roi_heads, "res5") and not hasattr(model.roi_heads, "box_head")
+
+
 def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
     """(backbone_rpn, box_head) wrappers, and with ``masks`` / ``keypoints`` a third: the mask
-    head or the keypoint head."""
+    head or the keypoint head. For Res5ROIHeads (C4) the box and mask head wrappers each
+    include res5 (the pooled 14x14 res4 features are their input)."""
     import torch
     from torch import nn
 
@@ -467,7 +538,7 @@ def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
             self.backbone = model.backbone
             self.rpn_head = model.proposal_generator.rpn_head
             self.rpn_in_features = list(model.proposal_generator.in_features)
-            self.roi_in_features = list(model.roi_heads.box_in_features)
+            self.roi_in_features = box_in_features(model.roi_heads)
 
         def forward(self, images: torch.Tensor):
             features = self.backbone(images)
@@ -510,6 +581,34 @@ def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
         def forward(self, keypoint_features: torch.Tensor):
             return self.keypoint_head.layers(keypoint_features)
 
+    class D2Res5BoxHead(nn.Module):
+        """Res5ROIHeads' box path after its pooler: res5 (stride 2), the mean over H and W,
+        then box_predictor: [R, C_res4, P, P] -> (class_logits, box_deltas)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.res5 = model.roi_heads.res5
+            self.box_predictor = model.roi_heads.box_predictor
+
+        def forward(self, box_features: torch.Tensor):
+            return self.box_predictor(self.res5(box_features).mean(dim=[2, 3]))
+
+    class D2Res5MaskHead(nn.Module):
+        """Res5ROIHeads' mask path after its pooler (the box pooler on the detections): res5,
+        then mask_head.layers: [R, C_res4, P, P] -> raw logits [R, K, M, M] (M = mask_size)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.res5 = model.roi_heads.res5
+            self.mask_head = model.roi_heads.mask_head
+
+        def forward(self, mask_features: torch.Tensor):
+            return self.mask_head.layers(self.res5(mask_features))
+
+    if is_res5_model(model):
+        if keypoints:
+            raise core.ExportError("Res5ROIHeads has no keypoint head")
+        return (D2BackboneRPN(), D2Res5BoxHead(), D2Res5MaskHead()) if masks else (D2BackboneRPN(), D2Res5BoxHead())
     if masks:
         return D2BackboneRPN(), D2BoxHead(), D2MaskHead()
     if keypoints:
@@ -519,10 +618,11 @@ def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
 
 def check_model_matches(model: Any, model_json: Dict[str, Any]) -> None:
     """The built modules agree with what model.json says about them."""
-    pooler = model.roi_heads.box_pooler
+    res5 = is_res5_model(model)
+    pooler = model.roi_heads.pooler if res5 else model.roi_heads.box_pooler
     if list(model.proposal_generator.in_features) != model_json["backbone"]["rpn_levels"]:
         raise core.ExportError("proposal_generator.in_features differ from MODEL.RPN.IN_FEATURES")
-    if list(model.roi_heads.box_in_features) != model_json["backbone"]["roi_levels"]:
+    if box_in_features(model.roi_heads) != model_json["backbone"]["roi_levels"]:
         raise core.ExportError("roi_heads.box_in_features differ from MODEL.ROI_HEADS.IN_FEATURES")
     if len(pooler.level_poolers) != len(model_json["backbone"]["roi_levels"]):
         raise core.ExportError("the box pooler has a different number of levels")
@@ -530,6 +630,11 @@ def check_model_matches(model: Any, model_json: Dict[str, Any]) -> None:
             int(getattr(pooler, "canonical_level", CANONICAL_LEVEL)) != CANONICAL_LEVEL:
         raise core.ExportError("the box pooler's canonical box size / level differ from 224 / 4")
     heads = model.roi_heads
+    if res5:
+        if "mask_head" in model_json and (getattr(heads, "mask_head", None) is None
+                                          or not callable(getattr(heads.mask_head, "layers", None))):
+            raise core.ExportError("MODEL.MASK_ON but the built Res5ROIHeads has no mask_head with layers()")
+        return  # one pooler (checked above) for the boxes and the masks
     for key, flag, prefix in (("mask_head", "MASK_ON", "mask"), ("keypoint_head", "KEYPOINT_ON", "keypoint")):
         if key not in model_json:
             continue

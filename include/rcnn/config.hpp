@@ -133,6 +133,10 @@ struct MaskHeadConfig {
   float mask_threshold = 0.5f;
   enum class Paste { detectron2, torchvision };
   Paste paste = Paste::detectron2;
+  /// Side M of the mask head's logits [R, Km, M, M]: model.json's optional
+  /// `mask_head.mask_size`, else 2 x pooler.resolution (the FPN heads' deconvolution).
+  /// Detectron2's C4 head (res5, stride 2, then the deconvolution) gives M = P = 14.
+  int mask_size = 28;
 };
 
 struct PostprocessConfig {

@@ -82,7 +82,7 @@ void check_mask_stages(const fs::path& bundle, const fs::path& dir) {
   exec.run_mask_head({ref_feat.data(), {std::int64_t(D), C, P, P}}, head);
   // Channels: one per class, plus torchvision's background channel (first); 1 if class-agnostic.
   const bool bg_first = cfg.roi_heads.background_first;
-  const int M = 2 * P;
+  const int M = cfg.mask_head->mask_size;
   const int Km = cfg.mask_head->class_agnostic ? 1 : cfg.roi_heads.num_classes + (bg_first ? 1 : 0);
   REQUIRE(head.logits.shape == (std::array<std::int64_t, 4>{std::int64_t(D), Km, M, M}));
   const auto ref_logits = npy(dir / "mask_logits_class.npy");
@@ -118,15 +118,27 @@ void check_mask_stages(const fs::path& bundle, const fs::path& dir) {
   CHECK(sigmoid_diff <= 3e-7);  // libm expf vs SLEEF's: a few ulp at most
 
   // Paste on the reference probabilities and the reference final boxes (original image,
-  // detections.json, float32 exactly): the same pixels as the framework's masks.
+  // detections.json, float32 exactly): the same pixels as the framework's masks. Boxes empty
+  // after rescaling and clipping are dropped by the postprocess (detector_postprocess's
+  // nonempty(): the C4 bundle has some); its `kept` picks the survivors' probabilities.
   const auto ref_dets = detections_json(dir / "detections.json");
-  REQUIRE(ref_dets.size() == D);
-  std::vector<rcnn::Box> final_boxes(D);
-  for (std::size_t i = 0; i < D; ++i) final_boxes[i] = ref_dets[i].box;
+  std::vector<rcnn::Detection> post(D);
+  for (std::size_t i = 0; i < D; ++i) post[i] = {boxes[i], dets(i, 4), classes[i]};
+  const rcnn::Size resized{meta["resized_height"].get<int>(), meta["resized_width"].get<int>()};
+  std::vector<int> kept;
+  typename Stages::postprocess{}(resized, original, cfg.conventions, cfg.postprocess, post, kept);
+  REQUIRE(kept.size() == ref_dets.size());
+  const std::size_t F = kept.size();
+  std::vector<rcnn::Box> final_boxes(F);
+  std::vector<float> kept_probs(F * plane);
+  for (std::size_t i = 0; i < F; ++i) {
+    final_boxes[i] = ref_dets[i].box;
+    std::copy_n(ref_probs.data() + std::size_t(kept[i]) * plane, plane, kept_probs.data() + i * plane);
+  }
   const auto ref_masks = rcnn_test::read_fixture_masks((dir / "masks.npz").string());
   const auto ref_pixels = mask_pixels_json(dir / "detections.json");
   const float threshold = cfg.mask_head->mask_threshold;
-  const rcnn::MaskProbs mp{ref_probs.data(), int(D), M};
+  const rcnn::MaskProbs mp{kept_probs.data(), int(F), M};
   std::vector<rcnn::InstanceMask> pasted, pasted_omp;
   typename Stages::mask_paste{}(mp, final_boxes, original, threshold, pasted);
   typename rcnn::WithOmpPaste<Stages>::mask_paste omp_paste;
@@ -134,7 +146,7 @@ void check_mask_stages(const fs::path& bundle, const fs::path& dir) {
   omp_paste(mp, final_boxes, original, threshold, pasted_omp);
   const MaskReport rep = compare_masks(pasted, original, ref_masks);
   CHECK(rep.differing_pixels == 0);
-  for (std::size_t i = 0; i < D; ++i) {
+  for (std::size_t i = 0; i < F; ++i) {
     CAPTURE(i);
     CHECK(pasted[i].area() == ref_pixels[i]);
     CHECK(pasted_omp[i].bits == pasted[i].bits);
@@ -186,7 +198,7 @@ MaskReport check_mask_end_to_end(const fs::path& bundle, const fs::path& dir) {
       max_abs_diff(trace.mask_features.data(), ref_feat.data(), ref_feat.size()) /
       scale_of(ref_feat);
   const auto ref_probs = npy(dir / "mask_probs.npy");
-  REQUIRE(trace.mask_size == 28);
+  REQUIRE(trace.mask_size == rcnn::read_bundle(bundle).mask_head->mask_size);
   REQUIRE(trace.mask_probs.size() == ref_probs.size());
   const double prob_diff =
       max_abs_diff(trace.mask_probs.data(), ref_probs.data(), ref_probs.size());

@@ -85,7 +85,7 @@ class FakeExec {
     const bool agnostic = cfg_.mask_head && cfg_.mask_head->class_agnostic;
     const std::int64_t Km = (agnostic ? 1 : (h.background_first ? h.num_classes + 1 : h.num_classes)) +
                             faults_.extra_mask_channels;
-    const std::int64_t M = 2 * P + faults_.extra_mask_size;
+    const std::int64_t M = (cfg_.mask_head ? cfg_.mask_head->mask_size : 2 * P) + faults_.extra_mask_size;
     mask_logits_.assign(std::size_t(std::max<std::int64_t>(R * Km * M * M, 0)), 0.f);
     const std::size_t per = std::size_t(C * P * rois.shape[3]);
     for (std::int64_t r = 0; r < R; ++r) {

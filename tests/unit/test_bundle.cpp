@@ -214,6 +214,14 @@ TEST_CASE("bundle: fixture narrow_r101_fpn_fixed800 parses") {
   CHECK(c.classes.size() == 80);
 }
 
+TEST_CASE("bundle: mask_head.mask_size (Detectron2 C4: res5 then the deconvolution, M = P)") {
+  json doc = load_fixture(mask_rcnn);
+  doc["mask_head"]["mask_size"] = 14;
+  CHECK(rcnn::parse_model_json(doc.dump()).mask_head->mask_size == 14);
+  doc["mask_head"]["mask_size"] = nullptr;  // null: the default, 2 x pooler_resolution
+  CHECK(rcnn::parse_model_json(doc.dump()).mask_head->mask_size == 28);
+}
+
 TEST_CASE("bundle: fixture narrow_mask_rcnn_r101_fpn_shortest_edge parses") {
   const rcnn::ModelConfig c =
       rcnn::parse_model_json(read_text(fixture_dir(mask_rcnn) / "model.json"));
@@ -231,6 +239,7 @@ TEST_CASE("bundle: fixture narrow_mask_rcnn_r101_fpn_shortest_edge parses") {
   CHECK(c.mask_head->pooler.level_eps == 1e-8f);
   CHECK(!c.mask_head->class_agnostic);
   CHECK(c.mask_head->mask_threshold == 0.5f);
+  CHECK(c.mask_head->mask_size == 28);  // no mask_size: 2 x pooler_resolution
   CHECK(c.mask_head->paste == rcnn::MaskHeadConfig::Paste::detectron2);
   CHECK(c.roi_heads.pooler.resolution == 7);
   CHECK(c.input.resize.min_size == 320);
@@ -659,6 +668,8 @@ TEST_CASE("bundle: invalid values are reported with key path, expectation and va
        {"mask_head.pooler_resolution: expected an integer > 0, got 0"}},
       {mask_rcnn, [](json& d) { d["mask_head"]["mask_threshold"] = 1.5; },
        {"mask_head.mask_threshold: expected a number in [0, 1], got 1.5"}},
+      {mask_rcnn, [](json& d) { d["mask_head"]["mask_size"] = 0; },
+       {"mask_head.mask_size: expected an integer > 0, got 0"}},
       {mask_rcnn, [](json& d) { d["mask_head"]["paste"] = "opencv"; },
        {"mask_head.paste: expected one of \"detectron2\", \"torchvision\", got \"opencv\""}},
       {mask_rcnn, [](json& d) { d["modules"]["mask_head"]["static_rois"] = 0; },

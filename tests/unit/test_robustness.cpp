@@ -677,6 +677,29 @@ TEST_CASE("detector (fake executor): Mask R-CNN masks follow the detections") {
   }
 }
 
+TEST_CASE("detector (fake executor): mask_head.mask_size sets the mask side (Detectron2 C4: M = P)") {
+  rcnn::ModelConfig cfg = mask_fixture_config();
+  cfg.mask_head->mask_size = cfg.mask_head->pooler.resolution;  // 14, as Res5ROIHeads' head
+  const TestImage img(60, 90);
+  auto det = make_detector(cfg);
+  rcnn::Trace trace;
+  const auto r = det(img.view, &trace);
+  REQUIRE(!r.detections.empty());
+  REQUIRE(r.masks.size() == r.detections.size());
+  CHECK(trace.mask_size == 14);
+  CHECK(trace.mask_probs.size() == trace.detections_resized.size() * 14 * 14);
+  std::size_t set = 0;
+  for (const auto& m : r.masks) set += m.area();
+  CHECK(set > 0);
+  // A head whose logits are 2P while model.json says P is refused with one line.
+  auto wrong = make_detector(cfg, rcnn_test::FakeFaults{.extra_mask_size = 14});
+  const std::string e = error_of([&] { wrong(img.view); });
+  INFO(e);
+  CHECK(contains(e, "expected ["));
+  CHECK(contains(e, "mask_head.mask_size"));
+  CHECK(!contains(e, "\n"));
+}
+
 TEST_CASE("detector (fake executor): a mask head that disagrees with model.json") {
   const rcnn::ModelConfig cfg = mask_fixture_config();
   const TestImage img(60, 90);

@@ -183,21 +183,19 @@ inline int expected_mask_channels(const ModelConfig& cfg) {
                                         : cfg.roi_heads.num_classes;
 }
 
-/// The mask head's logits for `rows` RoIs must be [rows, Km, M, M], M = 2 x pooler size.
+/// The mask head's logits for `rows` RoIs must be [rows, Km, M, M], M = mask_head.mask_size.
 inline void check_mask_head_outputs(const ModelConfig& cfg, const MaskHeadOutputs& out,
                                     std::size_t rows) {
   const TensorView& lg = out.logits;
   const int Km = expected_mask_channels(cfg);
-  const int P = cfg.mask_head->pooler.resolution;
-  const int M = 2 * P;
+  const int M = cfg.mask_head->mask_size;
   require(lg.shape[0] == std::int64_t(rows) && lg.shape[1] == Km && lg.shape[2] == M &&
               lg.shape[3] == M,
           [&] {
             return module_path(cfg, *cfg.modules.mask_head) + ": returned mask logits " +
                    shape_str(lg) + " for " + std::to_string(rows) + " RoIs, expected " +
-                   dims_string(std::int64_t(rows), Km, M, M) + " (mask_head.pooler_resolution " +
-                   std::to_string(P) +
-                   " x 2; channels from roi_heads.num_classes, roi_heads.background and "
+                   dims_string(std::int64_t(rows), Km, M, M) +
+                   " (M: mask_head.mask_size, default 2 x pooler_resolution; channels from roi_heads.num_classes, roi_heads.background and "
                    "mask_head.class_agnostic)";
           });
 }

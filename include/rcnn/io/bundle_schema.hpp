@@ -378,6 +378,9 @@ inline ModelConfig parse_model_json(std::string_view json_text,
     mask.require_object();
     MaskHeadConfig m;
     m.pooler = detail::read_pooler(mask);
+    m.mask_size = 2 * m.pooler.resolution;
+    if (const auto size = mask.find("mask_size"); size && !size->is_null())
+      m.mask_size = read_int(*size, 1);
     m.class_agnostic = read_bool(mask.child("class_agnostic"));
     m.mask_threshold = read_float_in(mask.child("mask_threshold"), 0.0, false, 1.0, false);
     m.paste = read_choice(mask.child("paste"), {"detectron2", "torchvision"}) == 0

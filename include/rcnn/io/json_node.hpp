@@ -41,7 +41,7 @@ inline bool is_known_bundle_key(std::string_view key) {
       "nms_scores", "box_weights", "scale_clamp", "roi_heads", "num_classes", "background",
       "class_agnostic_box_regression", "pooler_resolution", "sampling_ratio", "aligned",
       "canonical_box_size", "canonical_level", "level_eps", "level_eps_inside_log",
-      "detections_per_image", "class_agnostic", "mask_threshold", "paste", "postprocess",
+      "detections_per_image", "class_agnostic", "mask_threshold", "paste", "mask_size", "postprocess",
       "clip", "drop_empty", "classes", "category_ids"};
   return std::find(std::begin(known), std::end(known), key) != std::end(known);
 }

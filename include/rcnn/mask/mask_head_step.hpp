@@ -55,8 +55,9 @@ class MaskHeadStep {
     boxes_.reserve(images * detections);
     final_boxes_.reserve(detections);
     classes_.reserve(images * detections);
-    probs_.reserve(images * detections * 4 * P * P);
-    kept_probs_.reserve(detections * 4 * P * P);
+    const std::size_t plane = std::size_t(cfg.mask_head->mask_size) * cfg.mask_head->mask_size;
+    probs_.reserve(images * detections * plane);
+    kept_probs_.reserve(detections * plane);
     spare_masks_.reserve(detections);
   }
 
@@ -94,7 +95,7 @@ class MaskHeadStep {
   template <class Exec>
   std::size_t run_head(Exec& exec, const ModelConfig& cfg) {
     const int P = cfg.mask_head->pooler.resolution;
-    size_ = 2 * P;
+    size_ = cfg.mask_head->mask_size;
     const std::size_t plane = std::size_t(size_) * size_;
     probs_.resize(rows_.items() * plane);
     if constexpr (MaskExecutor<Exec>) {

@@ -1,4 +1,4 @@
-"""Export a Detectron2 (v0.6) Faster R-CNN or Mask R-CNN to an rcnn model bundle (format v1).
+"""Export a Detectron2 (v0.6) Faster R-CNN or Mask R-CNN (FPN, C4 or DC5) to an rcnn model bundle (format v1).
 
 A thin adapter over rcnn_export.core: Detectron2 builds the model; ``model_json_from_cfg``
 maps the config to model.json (a pure function over a nested-dict-like config, unit tested
@@ -676,8 +676,15 @@ config:
   MODEL.ROI_HEADS / ROI_BOX_HEAD (POOLER_*, BBOX_REG_WEIGHTS, SCORE/NMS_THRESH_TEST,
   CLS_AGNOSTIC_BBOX_REG), TEST.DETECTIONS_PER_IMAGE; strides and channels from the built
   backbone; class names from MetadataCatalog of DATASETS.TEST[0] (or --classes FILE).
-  Supported: GeneralizedRCNN with an FPN backbone, StandardRPNHead, StandardROIHeads,
-  ROIAlign/ROIAlignV2.
+  Supported: GeneralizedRCNN with an FPN, C4 or DC5 backbone, StandardRPNHead,
+  StandardROIHeads or Res5ROIHeads, ROIAlign/ROIAlignV2 (not ROIPool).
+
+C4 and DC5 (one feature map, e.g. COCO-Detection/faster_rcnn_R_50_C4_3x.yaml, _DC5_3x.yaml):
+  the RPN and the RoI pooler read one map (C4: res4; DC5: res5, dilated, stride 16: strides
+  come from the backbone's output_shape(), channels too); no padding (size_divisibility 0).
+  C4's Res5ROIHeads: box_head.pt is res5 + the mean over H, W + box_predictor on the 14x14
+  pooled res4 features; with MODEL.MASK_ON, mask_head.pt is res5 + mask_head.layers on the
+  same pooler's output for the detections, its logits mask_size = 14 (mask_head.mask_size).
 
 Mask R-CNN (MODEL.MASK_ON, e.g. COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml):
   model.json gets architecture "mask_rcnn" and a mask_head object from MODEL.ROI_MASK_HEAD

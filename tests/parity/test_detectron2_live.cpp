@@ -143,7 +143,7 @@ TEST_CASE("detectron2 live: C4 and DC5 bundles (one feature map) from the model 
     }
     std::size_t n = 0;
     for (const auto& [bundle, dir] : cases()) n += bundle.filename() == name;
-    CHECK(n == index["bundles"][name]["cases"].size());  // run by the stage and end-to-end cases above
+    CHECK(n == index.at("bundles").at(name).at("cases").size());  // run by the stage and end-to-end cases above
     CHECK(n >= 1);
   }
 }

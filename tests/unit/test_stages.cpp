@@ -16,6 +16,7 @@
 #include <rcnn/nms/greedy_nms.hpp>
 #include <rcnn/postprocess/rescale_postprocess.hpp>
 #include <rcnn/proposals/topk_proposal_selector.hpp>
+#include <rcnn/roi_align/level_mapper.hpp>
 
 namespace fs = std::filesystem;
 
@@ -86,6 +87,37 @@ TEST_CASE("anchors equal torchvision AnchorGenerator") {
     }
     CHECK(row == ref.shape()[0]);
   }
+}
+
+TEST_CASE("anchors and level mapper with one feature map (Detectron2 C4 / DC5)") {
+  // One level, 5 sizes x 3 aspect ratios: 15 anchors per cell, Detectron2's size-major cell
+  // order (DefaultAnchorGenerator.generate_cell_anchors), shifted by the stride of 16.
+  rcnn::AnchorConfig cfg;
+  cfg.sizes = {{32.f, 64.f, 128.f, 256.f, 512.f}};
+  cfg.aspect_ratios = {{0.5f, 1.f, 2.f}};
+  REQUIRE(cfg.anchors_per_cell(0) == 15);
+  std::vector<rcnn::Box> out;
+  const rcnn::Size grid{3, 4};
+  rcnn::GridAnchorGenerator{}(cfg, rcnn::Conventions::detectron2, 0, 16, grid, {48, 64}, out);
+  REQUIRE(out.size() == 3u * 4u * 15u);
+  // Cell (y 2, x 3), anchor 7 = size 128 (index 2), ratio 1 (index 1): a 128 x 128 square.
+  const rcnn::Box b = out[(2 * 4 + 3) * 15 + 7];
+  CHECK(b.x1 == 48.f - 64.f);
+  CHECK(b.y1 == 32.f - 64.f);
+  CHECK(b.x2 == 48.f + 64.f);
+  CHECK(b.y2 == 32.f + 64.f);
+  // Anchor 3 = size 64, ratio 0.5: w = sqrt(64^2 / 0.5), h = 0.5 w (wider than high).
+  const rcnn::Box c = out[3];
+  CHECK(c.x2 - c.x1 == doctest::Approx(64.0 * std::sqrt(2.0)).epsilon(1e-6));
+  CHECK(c.y2 - c.y1 == doctest::Approx(32.0 * std::sqrt(2.0)).epsilon(1e-6));
+
+  // Detectron2's ROIPooler with one level assigns no level: every box, tiny, huge or empty,
+  // is pooled from that map. The mapper with min_level == max_level (log2 16 = 4) agrees.
+  rcnn::PoolerConfig pooler;
+  const std::vector<rcnn::Box> boxes{{0, 0, 1, 1}, {0, 0, 2000, 2000}, {5, 5, 5, 5}, {0, 0, 224, 224}};
+  std::vector<int> levels(boxes.size(), -1);
+  rcnn::assign_levels(std::span<const rcnn::Box>(boxes), pooler, 4, 4, std::span<int>(levels));
+  CHECK(levels == std::vector<int>(boxes.size(), 0));
 }
 
 TEST_CASE("proposal selector: edge cases") {

@@ -8,8 +8,8 @@
 //  - keypoint pooling on the reference detections: levels exact, features <= 1e-5 relative;
 //  - keypoint head on the reference features: heatmaps <= 1e-5 relative;
 //  - decoding of the reference heatmaps: positions exact unless the framework's peak and
-//    ours are within 2e-6 relative of each other (the bicubic upsample agrees with ATen's
-//    to ~1 ulp, bicubic_upsample.hpp), scores |diff| <= 1e-5;
+//    ours are within 5e-7 relative of each other (the bicubic upsample agrees with ATen's
+//    to 1.2e-7, bicubic_upsample.hpp), scores |diff| <= 1e-5;
 //  - end to end: every reference detection matched (class, IoU >= 0.99, |score diff| <=
 //    1e-3), keypoints within 0.5 px and 1e-3 score (original image).
 #include <fstream>
@@ -119,8 +119,8 @@ void check_keypoint_stages(const fs::path& bundle, const fs::path& dir) {
         rep.max_score = std::max(rep.max_score, double(std::abs(g.score - rs)));
       } else {
         // Another cell: only acceptable as a near tie of the upsampled peak, i.e. the
-        // reference's cell holds (in our upsampled map) a value within 2e-6 relative of
-        // our maximum; checked through the torchvision score (the logit at the peak).
+        // reference's cell holds (in our upsampled map) a value within 5e-7 relative of
+        // our maximum.
         ++rep.near_ties;
         const float w = std::max(boxes[i].x2 - boxes[i].x1, 1.f);
         const int W = int(std::ceil(w));
@@ -141,7 +141,7 @@ void check_keypoint_stages(const fs::path& bundle, const fs::path& dir) {
         REQUIRE(ryi < H);
         const float at_ref = plane[std::size_t(ryi) * std::size_t(W) + std::size_t(rxi)];
         const float peak = *std::max_element(plane.begin(), plane.end());
-        CHECK(double(peak - at_ref) <= 2e-6 * std::max(1.0, double(std::abs(peak))));
+        CHECK(double(peak - at_ref) <= 5e-7 * std::max(1.0, double(std::abs(peak))));
       }
       rep.max_px = std::max({rep.max_px, double(std::abs(g.x - rx)), double(std::abs(g.y - ry))});
     }

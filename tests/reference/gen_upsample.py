@@ -7,6 +7,8 @@ Writes into --output (run by CTest as reference.gen_upsample, before the unit te
 * case_<i>/input.npy    float32 [H, W] a seeded plane (normal, std 3: heatmap logits' range)
 * case_<i>/output.npy   float32 [h, w] ``F.interpolate(input[None, None], size=(h, w),
                         mode="bicubic", align_corners=False)[0, 0]``
+* weights_<w>/output.npy float32 [56, w]: ``F.interpolate`` of the 56 one-hot rows of length
+                        56 to width w: torch's bicubic weights, exactly
 * manifest.json         the cases' sizes, torch's version and CPU capability
 
 Sizes: the keypoint heads' 56 x 56 heatmaps down to 13 x 29 and up to 200 x 97 (boxes
@@ -26,6 +28,8 @@ from _common import fresh_dir, publish, save_case, script_stamp, stamp_matches
 #: (input H, input W, output h, output w)
 SIZES = [(56, 56, 13, 29), (56, 56, 200, 97), (56, 56, 56, 56), (56, 56, 57, 131), (56, 56, 1, 3),
          (7, 9, 30, 31), (9, 7, 4, 50), (56, 56, 312, 145)]
+#: Output widths of the one-hot weight cases (56 input samples).
+WEIGHT_WIDTHS = [13, 29, 97, 200]
 
 
 def main(argv=None) -> int:
@@ -45,8 +49,14 @@ def main(argv=None) -> int:
         save_case(tmp, f"case_{i}", "input", x.numpy())
         save_case(tmp, f"case_{i}", "output", y.numpy())
         cases.append({"case": f"case_{i}", "input": [H, W], "output": [h, w]})
+    # The weights: one-hot rows [56, 1, 1, 56] resampled to 1 x w; row k, column i is the
+    # weight of input k in output i (summed where clamping repeats an index).
+    for w in WEIGHT_WIDTHS:
+        y = F.interpolate(torch.eye(56).reshape(56, 1, 1, 56), size=(1, w), mode="bicubic", align_corners=False)
+        save_case(tmp, f"weights_{w}", "output", y[:, 0, 0, :].numpy())
     capability = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "unknown"
-    publish(tmp, args.output, {"torch": torch.__version__, "cpu_capability": capability, "cases": cases}, digest)
+    publish(tmp, args.output, {"torch": torch.__version__, "cpu_capability": capability, "cases": cases,
+                               "weight_widths": WEIGHT_WIDTHS}, digest)
     print(f"[gen_upsample] {len(cases)} cases into {args.output}")
     return 0
 

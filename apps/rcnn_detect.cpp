@@ -87,6 +87,13 @@ nlohmann::ordered_json to_json(const Source& src, long frame, const rcnn::Detect
       e["mask_pixels"] = rcnn::rle_area(rle);
       e["segmentation"] = {{"size", {rle.height, rle.width}}, {"counts", rcnn::rle_to_string(rle)}};
     }
+    if (r.num_keypoints > 0) {
+      // Keypoint R-CNN: one [x, y, score] triple per keypoint (model.json's keypoint_names
+      // order), original image pixels.
+      nlohmann::ordered_json kps = nlohmann::ordered_json::array();
+      for (const rcnn::Keypoint& k : r.keypoints_of(i)) kps.push_back({k.x, k.y, k.score});
+      e["keypoints"] = std::move(kps);
+    }
     dets.push_back(std::move(e));
   }
   nlohmann::ordered_json timing = nlohmann::ordered_json::object();
@@ -101,9 +108,10 @@ nlohmann::ordered_json to_json(const Source& src, long frame, const rcnn::Detect
   return out;
 }
 
-/// COCO results of one image: bbox [x, y, w, h], segmentation (compressed RLE) for masks.
+/// COCO results of one image: bbox [x, y, w, h], segmentation (compressed RLE) for masks,
+/// keypoints [x, y, v, ...] for Keypoint R-CNN bundles.
 nlohmann::ordered_json to_coco(const rcnn::DetectionResult& r, std::int64_t image_id,
-                               const CocoIds& ids) {
+                               const CocoIds& ids, bool detectron2) {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (std::size_t i = 0; i < r.detections.size(); ++i) {
     const rcnn::Detection& d = r.detections[i];
@@ -116,6 +124,19 @@ nlohmann::ordered_json to_coco(const rcnn::DetectionResult& r, std::int64_t imag
     if (i < r.masks.size()) {
       const rcnn::CocoRle rle = rcnn::rle_encode(r.masks[i], r.image_size);
       e["segmentation"] = {{"size", {rle.height, rle.width}}, {"counts", rcnn::rle_to_string(rle)}};
+    }
+    if (r.num_keypoints > 0) {
+      // COCO keypoint results: flat [x1, y1, v1, x2, y2, v2, ...], v the keypoint's score
+      // (COCOeval ignores it). Detectron2's COCOEvaluator (instances_to_coco_json) subtracts
+      // 0.5 from x and y (COCO's keypoints are pixel indices); torchvision's does not.
+      const float shift = detectron2 ? 0.5f : 0.f;
+      nlohmann::ordered_json kps = nlohmann::ordered_json::array();
+      for (const rcnn::Keypoint& k : r.keypoints_of(i)) {
+        kps.push_back(k.x - shift);
+        kps.push_back(k.y - shift);
+        kps.push_back(k.score);
+      }
+      e["keypoints"] = std::move(kps);
     }
     out.push_back(std::move(e));
   }
@@ -187,11 +208,13 @@ int main(int argc, char** argv) {
       "Results are streamed as each image finishes (an error or Ctrl-C keeps what is done):\n"
       "  --format json   a JSON array, one entry per image: {\"image\", [\"frame\",] \"height\", \"width\",\n"
       "                  \"detections\": [{\"box\": [x1, y1, x2, y2], \"score\", \"class_id\", \"class_name\"\n"
-      "                  [, \"mask_pixels\", \"segmentation\"]}], \"timing_ms\"}; boxes in original image\n"
-      "                  pixels; masks of Mask R-CNN bundles as COCO compressed RLE\n"
+      "                  [, \"mask_pixels\", \"segmentation\"] [, \"keypoints\"]}], \"timing_ms\"}; boxes in\n"
+      "                  original image pixels; masks of Mask R-CNN bundles as COCO compressed RLE;\n"
+      "                  keypoints of Keypoint R-CNN bundles as one [x, y, score] per keypoint\n"
       "  --format jsonl  the same entries, one per line (JSON Lines), flushed after each image\n"
       "  --format coco   a COCO results file: [{\"image_id\", \"category_id\", \"bbox\": [x, y, w, h],\n"
-      "                  \"score\" [, \"segmentation\"]}] (rcnn-eval and pycocotools read it)\n"
+      "                  \"score\" [, \"segmentation\"] [, \"keypoints\": [x, y, v, ...]]}] (rcnn-eval and\n"
+      "                  pycocotools read it)\n"
       "Progress goes to stderr (a bar on a terminal, else a line every --progress-every images)."};
   std::string model;
   std::vector<std::string> inputs;
@@ -353,7 +376,8 @@ int main(int argc, char** argv) {
         const std::int64_t id = src.kind == Source::Kind::image
                                     ? coco_ids->image_id({src.rel_name, src.draw_name}, ordinal)
                                     : ordinal;
-        for (const auto& e : to_coco(r, id, *coco_ids)) writer.write(e);
+        for (const auto& e : to_coco(r, id, *coco_ids,
+                                            det.config().conventions == rcnn::Conventions::detectron2)) writer.write(e);
       } else {
         writer.write(to_json(src, frame, r, det));
       }
@@ -361,6 +385,8 @@ int main(int argc, char** argv) {
       detections += r.detections.size();
       if (draw_names) {
         if (!r.masks.empty()) rcnn::cv_io::draw_masks(img, r.detections, r.masks);
+        if (r.num_keypoints > 0)
+          rcnn::cv_io::draw_keypoints(img, r, det.config().keypoint_head->skeleton);
         rcnn::cv_io::draw_detections(img, r.detections, det.config().classes);
         fs::path name = src.draw_name;
         if (frame >= 0) {

@@ -54,6 +54,16 @@ concept MaskExecutor = Executor<E> && requires(E& exec, const TensorView& input,
   { exec.run_mask_head(input, out) } -> std::same_as<void>;
 };
 
+/// An executor that can also run a Keypoint R-CNN bundle's keypoint head: `run_keypoint_head`
+/// takes pooled keypoint features [R, C, P, P] and fills heatmap logits [R, K, S, S] (valid
+/// until its next call). Optional, like MaskExecutor: a Detector built on a keypoint_rcnn
+/// bundle with an executor without it fails at construction with a clear error.
+template <class E>
+concept KeypointExecutor = Executor<E> && requires(E& exec, const TensorView& input,
+                                                   KeypointHeadOutputs& out) {
+  { exec.run_keypoint_head(input, out) } -> std::same_as<void>;
+};
+
 /// Pools RoIs from multi-level feature maps. Pre: `levels[i]` indexes `maps`, `out` holds
 /// R * C * P * P floats. Post: out[r] = RoIAlign of rois[r] on maps[levels[r]] with
 /// `cfg`'s resolution / sampling ratio / alignment. Must be bit-identical to RoIAlignRef.

@@ -17,7 +17,7 @@ namespace rcnn {
 /// Which framework's numerical conventions a bundle follows.
 enum class Conventions { torchvision, detectron2 };
 /// Detector family.
-enum class Architecture { faster_rcnn, mask_rcnn };
+enum class Architecture { faster_rcnn, mask_rcnn, keypoint_rcnn };
 
 inline const char* to_string(Conventions c) {
   return c == Conventions::torchvision ? "torchvision" : "detectron2";
@@ -44,7 +44,7 @@ struct InputConfig {
 struct ModuleConfig {
   std::string file;
   std::optional<std::array<std::int64_t, 4>> static_shape;  ///< backbone_rpn only
-  std::optional<int> static_rois;                            ///< box_head / mask_head
+  std::optional<int> static_rois;                            ///< box_head / mask_head / keypoint_head
   std::optional<std::string> sha256;                         ///< optional integrity check
 };
 
@@ -52,6 +52,7 @@ struct ModulesConfig {
   ModuleConfig backbone_rpn;
   ModuleConfig box_head;
   std::optional<ModuleConfig> mask_head;
+  std::optional<ModuleConfig> keypoint_head;  ///< keypoint_rcnn only
   /// Optional rcnn extension `modules.neuron_library`: the Neuron runtime's TorchScript
   /// operator library (libtorchneuron.so) NeuronExec loads; a path with a '/' is relative to
   /// the bundle directory unless absolute, a bare name goes to the dynamic loader's search.
@@ -139,6 +140,19 @@ struct MaskHeadConfig {
   int mask_size = 28;
 };
 
+/// Keypoint R-CNN's keypoint head (model.json `keypoint_head`): the pooler of the detection
+/// boxes, K keypoints, S x S heatmap logits per keypoint, and whose `heatmaps_to_keypoints`
+/// turns them into (x, y, score) (docs/explanation/keypoints.md).
+struct KeypointHeadConfig {
+  PoolerConfig pooler{14, 0, true, 224.f, 4, 1e-8f, true};
+  int num_keypoints = 17;
+  int heatmap_size = 56;
+  enum class Decode { detectron2, torchvision };
+  Decode decode = Decode::detectron2;
+  std::vector<std::string> keypoint_names;      ///< K names
+  std::vector<std::array<int, 2>> skeleton;     ///< keypoint index pairs to draw
+};
+
 struct PostprocessConfig {
   bool clip = true;
   bool drop_empty = true;
@@ -167,6 +181,7 @@ struct ModelConfig {
   RpnConfig rpn;
   RoiHeadsConfig roi_heads;
   std::optional<MaskHeadConfig> mask_head;
+  std::optional<KeypointHeadConfig> keypoint_head;  ///< keypoint_rcnn only
   PostprocessConfig postprocess;
   std::vector<std::string> classes;
   /// Optional `category_ids`: the dataset's category id of each contiguous class (same length

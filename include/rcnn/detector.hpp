@@ -19,6 +19,7 @@
 #include "detail/output_checks.hpp"
 #include "error.hpp"
 #include "exec/outputs.hpp"
+#include "keypoints/keypoint_head_step.hpp"
 #include "mask/mask_head_step.hpp"
 #include "preprocess/batch_input.hpp"
 #include "preprocess/preprocess.hpp"
@@ -43,7 +44,7 @@ namespace rcnn {
 /// that [N, 3, H, W] (N must equal the batch size; an image whose resized size exceeds H x W
 /// is an rcnn::Error naming the shape); with `modules.*.static_rois` the RoI heads get
 /// exactly that many rows per call (zero rows appended, their outputs ignored).
-/// Per-RoI heads (Mask R-CNN's mask head) pool the detections of box inference, run through
+/// Per-RoI heads (Mask R-CNN's mask head, Keypoint R-CNN's keypoint head) pool the detections of box inference, run through
 /// the executor, and follow the detections that postprocessing keeps by index.
 /// Timing: every step is timed into `DetectionResult::timing`; `Stages::profiler`
 /// (NoProfiler: compiled out) also receives every step's time and call count per batch.
@@ -71,6 +72,7 @@ class Detector {
     detail::require(!cfg_.backbone.roi_strides.empty(), "model.json: backbone.roi_levels is empty");
     levels_ = RoiLevels(cfg_.backbone);
     MaskHeadStep::check<Exec, mask_paste_type>(cfg_);
+    KeypointHeadStep::check<Exec>(cfg_);
   }
 
   /// With every stage default-constructed.
@@ -85,6 +87,7 @@ class Detector {
       check_conventions(cfg);
       detail::require(!cfg.backbone.roi_strides.empty(), "model.json: backbone.roi_levels is empty");
       MaskHeadStep::check<Exec, mask_paste_type>(cfg);
+      KeypointHeadStep::check<Exec>(cfg);
       return true;
     } catch (const Error& e) {
       if (why) *why = e.what();
@@ -94,6 +97,8 @@ class Detector {
 
   /// True when the bundle is a Mask R-CNN (detections carry masks).
   bool has_masks() const { return cfg_.architecture == Architecture::mask_rcnn; }
+  /// True when the bundle is a Keypoint R-CNN (detections carry keypoints).
+  bool has_keypoints() const { return cfg_.architecture == Architecture::keypoint_rcnn; }
 
   /// Throws rcnn::Error when the bundle's conventions differ from the stages'.
   static void check_conventions(const ModelConfig& cfg) {
@@ -174,8 +179,10 @@ class Detector {
     box_head();
     box_inference(n, results, trace);
     if (has_masks()) mask_head(n, results, trace);
+    if (has_keypoints()) keypoint_head(n, results, trace);
     postprocess(n, results, trace);
     if (has_masks()) mask_paste(n, results);
+    if (has_keypoints()) keypoints(n, results);
     finish(n, results);
   }
 
@@ -286,6 +293,20 @@ class Detector {
     if (trace) masks_.record(*trace);
   }
 
+  /// Keypoint R-CNN: pool the detections (resized frame), run the keypoint head, keep each
+  /// detection's heatmaps (decoded after postprocessing).
+  void keypoint_head(std::size_t n, std::vector<DetectionResult>& results, Trace* trace) {
+    {
+      auto step = scope(Stage::keypoint_roi_align, n);
+      keypoints_.pool(roi_align_, cfg_, levels_, backbone_, n, [&](std::size_t i) {
+        return std::span<const Detection>(results[i].detections);
+      });
+    }
+    auto step = scope(Stage::keypoint_head, 0);
+    step.set_calls(keypoints_.run_head(exec_, cfg_));
+    if (trace) keypoints_.record(cfg_, *trace);
+  }
+
   void postprocess(std::size_t n, std::vector<DetectionResult>& results, Trace* trace) {
     auto step = scope(Stage::postprocess, n);
     kept_.resize(std::max(kept_.size(), n));
@@ -296,6 +317,7 @@ class Detector {
       res.image_size = input_.image(i).original;
       res.resized_size = input_.image(i).resized;
       if (!has_masks()) res.masks.clear();
+      if (!has_keypoints()) res.keypoints.clear(), res.num_keypoints = 0;
     }
     if (trace) trace->kept = kept_[0];
   }
@@ -305,6 +327,13 @@ class Detector {
     auto step = scope(Stage::mask_paste, n);
     for (std::size_t i = 0; i < n; ++i)
       masks_.paste(stages_.mask_paste, cfg_, i, std::span<const int>(kept_[i]), results[i]);
+  }
+
+  /// Keypoints of the detections postprocessing kept, by index, into the original image.
+  void keypoints(std::size_t n, std::vector<DetectionResult>& results) {
+    auto step = scope(Stage::keypoint_decode, n);
+    for (std::size_t i = 0; i < n; ++i)
+      keypoints_.decode(cfg_, i, std::span<const int>(kept_[i]), results[i]);
   }
 
   void finish(std::size_t n, std::vector<DetectionResult>& results) {
@@ -370,6 +399,7 @@ class Detector {
       masks_.reserve(cfg_, s.images, s.detections);
       stages_.mask_paste.reserve(s);
     }
+    if (has_keypoints()) keypoints_.reserve(cfg_, s.images, s.detections);
   }
 
   ModelConfig cfg_;
@@ -391,6 +421,7 @@ class Detector {
   int logits_width_ = 0, deltas_width_ = 0;
   std::vector<std::vector<int>> kept_;  ///< per image: postprocess's kept indices
   MaskHeadStep masks_;
+  KeypointHeadStep keypoints_;
 };
 
 }  // namespace rcnn

@@ -67,6 +67,10 @@ class AnyDetector {
   bool has_masks() const {
     return std::visit([](const auto& d) { return d.has_masks(); }, impl_);
   }
+  /// True for Keypoint R-CNN bundles (results carry keypoints).
+  bool has_keypoints() const {
+    return std::visit([](const auto& d) { return d.has_keypoints(); }, impl_);
+  }
   /// Detector::set_threads: the thread count of every OpenMP stage and of the RoIAlign.
   void set_threads(int n) {
     std::visit([n](auto& d) { d.set_threads(n); }, impl_);

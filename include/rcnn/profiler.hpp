@@ -32,16 +32,20 @@ enum class Stage : int {
   postprocess,
   mask_roi_align,  ///< Mask R-CNN only: pooling the detections' mask features
   mask_head,       ///< Mask R-CNN only: the mask head network
-  mask_paste       ///< Mask R-CNN only: class channel, sigmoid, paste into the image
+  mask_paste,      ///< Mask R-CNN only: class channel, sigmoid, paste into the image
+  keypoint_roi_align,  ///< Keypoint R-CNN only: pooling the detections' keypoint features
+  keypoint_head,       ///< Keypoint R-CNN only: the keypoint head network
+  keypoint_decode      ///< Keypoint R-CNN only: heatmaps to keypoints, into the image
 };
-inline constexpr std::size_t kNumStages = 11;
-/// The stages every detector runs (the mask stages follow them).
+inline constexpr std::size_t kNumStages = 14;
+/// The stages every detector runs (the mask and keypoint stages follow them).
 inline constexpr std::size_t kNumBoxStages = 8;
 
 inline constexpr const char* stage_name(Stage s) {
   constexpr const char* names[kNumStages] = {
       "preprocess",    "backbone_rpn", "anchors",        "proposals", "roi_align", "box_head",
-      "box_inference", "postprocess",  "mask_roi_align", "mask_head", "mask_paste"};
+      "box_inference", "postprocess",  "mask_roi_align", "mask_head", "mask_paste",
+      "keypoint_roi_align", "keypoint_head", "keypoint_decode"};
   return names[std::size_t(s)];
 }
 

@@ -4,8 +4,10 @@
 /// optional trace of intermediate results. Framework-free.
 
 #include <cstddef>
+#include <span>
 #include <vector>
 
+#include "keypoints/keypoint_types.hpp"
 #include "mask/mask_types.hpp"
 #include "profiler.hpp"
 #include "types.hpp"
@@ -22,12 +24,16 @@ struct StageTimes {
   /// Mask R-CNN: pooling the detections' mask features; the mask head network and each
   /// detection's class channel through the sigmoid; pasting into the original image.
   double mask_roi_align = 0, mask_head = 0, mask_paste = 0;
+  /// Keypoint R-CNN: pooling the detections' keypoint features; the keypoint head network;
+  /// decoding the heatmaps into keypoints in the original image.
+  double keypoint_roi_align = 0, keypoint_head = 0, keypoint_decode = 0;
 
   /// The field of a stage.
   double& operator[](Stage s) {
     double* fields[kNumStages] = {&preprocess,    &backbone_rpn, &anchors,        &proposals,
                                   &roi_align,     &box_head,     &box_inference,  &postprocess,
-                                  &mask_roi_align, &mask_head,   &mask_paste};
+                                  &mask_roi_align, &mask_head,   &mask_paste,
+                                  &keypoint_roi_align, &keypoint_head, &keypoint_decode};
     return *fields[std::size_t(s)];
   }
   double operator[](Stage s) const { return const_cast<StageTimes&>(*this)[s]; }
@@ -38,7 +44,7 @@ struct StageTimes {
     return t;
   }
   /// (name, ms) pairs in the order of rcnn::Stage (profiler.hpp); `with_masks` false skips
-  /// the three mask stages.
+  /// the mask and keypoint stages.
   template <class F>
   void for_each(F&& f, bool with_masks = true) const {
     const std::size_t n = with_masks ? kNumStages : kNumBoxStages;
@@ -59,7 +65,18 @@ struct DetectionResult {
   Size resized_size;  ///< what the network saw, before padding
   std::vector<Detection> detections;
   std::vector<InstanceMask> masks;
+  /// Keypoint R-CNN bundles: `num_keypoints` (K) keypoints per detection, detection-major
+  /// (detection i's are keypoints[i * K .. i * K + K), in the bundle's keypoint_names order;
+  /// original image pixels); empty (K = 0) for other bundles.
+  std::vector<Keypoint> keypoints;
+  int num_keypoints = 0;
   StageTimes timing;
+
+  /// Detection i's K keypoints.
+  std::span<const Keypoint> keypoints_of(std::size_t i) const {
+    const std::size_t K = std::size_t(num_keypoints);
+    return {keypoints.data() + i * K, K};
+  }
 };
 
 /// Intermediate results of one image, recorded when a Trace is passed (tests, debugging).
@@ -77,6 +94,11 @@ struct Trace {
   std::vector<float> mask_features;  ///< [D, C, P, P] the mask pooler's output
   std::vector<float> mask_probs;     ///< [D, M, M] sigmoid of each detection's class channel
   int mask_size = 0;                 ///< M
+  // Keypoint R-CNN bundles only (empty otherwise):
+  std::vector<int> keypoint_levels;        ///< per detection_resized, index into roi_levels
+  std::vector<float> keypoint_features;    ///< [D, C, P, P] the keypoint pooler's output
+  std::vector<float> keypoint_heatmaps;    ///< [D, K, S, S] the keypoint head's output
+  std::vector<Keypoint> keypoints_resized; ///< [D, K] decoded, resized frame (before postprocess)
 };
 
 }  // namespace rcnn

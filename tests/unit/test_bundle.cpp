@@ -472,7 +472,8 @@ TEST_CASE("bundle: invalid values are reported with key path, expectation and va
       {shortest_edge, [](json& d) { d["version"] = 0; }, {"version: unsupported bundle version 0"}},
       {shortest_edge, [](json& d) { d["version"] = 1.5; }, {"version: expected an integer, got 1.5"}},
       {shortest_edge, [](json& d) { d["architecture"] = "retinanet"; },
-       {"architecture: expected one of \"faster_rcnn\", \"mask_rcnn\", got \"retinanet\""}},
+       {"architecture: expected one of \"faster_rcnn\", \"mask_rcnn\", \"keypoint_rcnn\", got "
+        "\"retinanet\""}},
       {shortest_edge, [](json& d) { d["conventions"] = "caffe2"; },
        {"conventions: expected one of \"torchvision\", \"detectron2\", got \"caffe2\""}},
       // input

@@ -1,5 +1,5 @@
-// The Detector's mechanisms (issue 15): per-detection outputs follow postprocessing by the
-// indices it keeps; stages are values (constructor parameters, separate RPN / box NMS slots);
+// The Detector's mechanisms (issue 15): per-detection outputs (masks, keypoints) follow
+// postprocessing by the indices it keeps; stages are values (constructor parameters, separate RPN / box NMS slots);
 // re-scoring NMS through batched_nms; set_threads; reserve_for.
 
 #include <doctest/doctest.h>
@@ -64,9 +64,87 @@ struct RankDecayNms {
   }
 };
 
+/// FakeExec with a keypoint head: row r's heatmap for keypoint k peaks at a cell set by the
+/// row's mean pooled feature, so that every detection decodes to its own positions.
+struct KeypointFakeExec : rcnn_test::FakeExec {
+  using rcnn_test::FakeExec::FakeExec;
+  std::vector<float> heatmaps;
+  int K = 3, S = 8;
+  void run_keypoint_head(const rcnn::TensorView& rois, rcnn::KeypointHeadOutputs& out) {
+    const std::int64_t R = rois.shape[0];
+    const std::size_t per = std::size_t(rois.shape[1] * rois.shape[2] * rois.shape[3]);
+    const std::size_t plane = std::size_t(S) * std::size_t(S);
+    heatmaps.assign(std::size_t(R) * std::size_t(K) * plane, 0.f);
+    for (std::int64_t r = 0; r < R; ++r) {
+      double mean = 0;
+      for (std::size_t i = 0; i < per; ++i) mean += rois.data[std::size_t(r) * per + i];
+      const std::size_t cell = std::size_t(std::abs(std::lround(1e4 * mean))) % plane;
+      for (int k = 0; k < K; ++k)
+        heatmaps[(std::size_t(r) * std::size_t(K) + std::size_t(k)) * plane +
+                 (cell + 5 * std::size_t(k)) % plane] = 5.f;
+    }
+    out.heatmaps = {heatmaps.data(), {R, K, S, S}};
+  }
+};
+
 }  // namespace
 
 static_assert(rcnn::NmsPolicy<RankDecayNms>);
+static_assert(rcnn::KeypointExecutor<KeypointFakeExec>);
+static_assert(!rcnn::KeypointExecutor<rcnn_test::FakeExec>);
+
+TEST_CASE("keypoints follow postprocessing by index, scaled like the boxes") {
+  rcnn::ModelConfig cfg = fixture_config("narrow_r101_fpn_shortest_edge", "/bundles/kp");
+  cfg.architecture = rcnn::Architecture::keypoint_rcnn;
+  rcnn::KeypointHeadConfig kh;
+  kh.num_keypoints = 3;
+  kh.heatmap_size = 8;
+  kh.keypoint_names = {"a", "b", "c"};
+  cfg.keypoint_head = kh;
+  cfg.modules.keypoint_head = rcnn::ModuleConfig{"keypoint_head.pt", std::nullopt, 2, std::nullopt};
+  REQUIRE(cfg.postprocess.drop_empty);
+  const TestImage img(60, 90);
+  // Resized frame 320 x 480; detection 0 has zero width and is dropped by postprocessing.
+  FixedBoxInference fixed;
+  fixed.dets = {{{100.f, 50.f, 100.f, 150.f}, 0.75f, 3},
+                {{20.f, 20.f, 200.f, 160.f}, 0.75f, 3},
+                {{240.f, 120.f, 470.f, 310.f}, 0.75f, 3}};
+  std::string why;
+  CHECK_FALSE((rcnn::Detector<rcnn_test::FakeExec, rcnn::RoIAlignRef, FixedStages>::can_implement(cfg, &why)));
+  CHECK(why.find("run_keypoint_head") != std::string::npos);
+  rcnn::Detector<KeypointFakeExec, rcnn::RoIAlignRef, FixedStages> det(
+      cfg, KeypointFakeExec(cfg), rcnn::RoIAlignRef{},
+      rcnn::StageSet<FixedStages>{.box_inference = fixed});
+  CHECK(det.has_keypoints());
+  rcnn::Trace trace;
+  const rcnn::DetectionResult r = det(img.view, &trace);
+  REQUIRE(r.detections.size() == 2);
+  CHECK(trace.kept == std::vector<int>{1, 2});
+  REQUIRE(r.num_keypoints == 3);
+  REQUIRE(r.keypoints.size() == 6);
+  REQUIRE(trace.keypoints_resized.size() == 9);
+  REQUIRE(trace.keypoint_heatmaps.size() == 3 * 3 * 64);
+  CHECK(r.masks.empty());
+  const float sx = float(double(r.image_size.width) / double(r.resized_size.width));
+  const float sy = float(double(r.image_size.height) / double(r.resized_size.height));
+  for (std::size_t k = 0; k < 2; ++k) {
+    CAPTURE(k);
+    const std::size_t j = std::size_t(trace.kept[k]);
+    for (std::size_t p = 0; p < 3; ++p) {
+      const rcnn::Keypoint& want = trace.keypoints_resized[j * 3 + p];
+      const rcnn::Keypoint& got = r.keypoints_of(k)[p];
+      CHECK(got.x == want.x * sx);
+      CHECK(got.y == want.y * sy);
+      CHECK(got.score == want.score);
+      // Decoded inside the detection's resized box.
+      CHECK(want.x >= trace.detections_resized[j].box.x1);
+      CHECK(want.x <= trace.detections_resized[j].box.x2);
+    }
+    // What a match by position would have given differs: the test can fail.
+    CHECK(trace.keypoints_resized[k * 3].x != trace.keypoints_resized[j * 3].x);
+  }
+}
+
 static_assert(rcnn::StageBundle<TaggedBoxNms>);
 static_assert(!rcnn::Detector<rcnn_test::FakeExec, rcnn::RoIAlignRef, TaggedBoxNms>::default_stages);
 

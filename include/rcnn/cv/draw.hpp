@@ -1,18 +1,21 @@
 #pragma once
 /// \file draw.hpp
-/// Draw detections and their instance masks on an image (OpenCV). Link rcnn::opencv.
+/// Draw detections, their instance masks and keypoints on an image (OpenCV). Link rcnn::opencv.
 
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "../error.hpp"
 #include "../mask/mask_types.hpp"
+#include "../results.hpp"
 #include "../types.hpp"
 
 namespace rcnn::cv_io {
@@ -99,6 +102,42 @@ inline void draw_masks(cv::Mat& bgr, const std::vector<Detection>& dets,
       }
     }
   }
+}
+
+/// Draws each detection's keypoints (Keypoint R-CNN results) onto a BGR image, in place:
+/// the `skeleton`'s edges (model.json keypoint_head.skeleton, keypoint index pairs) as lines
+/// and every keypoint as a dot, in the detection's class colour; only keypoints whose score
+/// (in the bundle's decode convention) is at least `min_score`: by default all. Throws rcnn::Error (never
+/// cv::Exception) when OpenCV cannot draw on `bgr` or the result's counts disagree.
+inline void draw_keypoints(cv::Mat& bgr, const DetectionResult& r,
+                           const std::vector<std::array<int, 2>>& skeleton,
+                           float min_score = 0.f) try {
+  const std::size_t K = std::size_t(std::max(r.num_keypoints, 0));
+  rcnn::detail::require(r.keypoints.size() == r.detections.size() * K,
+                        "draw_keypoints: the result has " + std::to_string(r.keypoints.size()) +
+                            " keypoints for " + std::to_string(r.detections.size()) +
+                            " detections of " + std::to_string(K));
+  const int radius = std::max(2, int(std::lround(std::max(bgr.rows, bgr.cols) / 300.0)));
+  const int thickness = std::max(1, radius / 2);
+  const auto point = [](const Keypoint& k) {
+    return cv::Point(int(std::lround(k.x)), int(std::lround(k.y)));
+  };
+  for (std::size_t i = 0; i < r.detections.size(); ++i) {
+    const cv::Scalar colour = class_colour(r.detections[i].class_id);
+    const std::span<const Keypoint> kps = r.keypoints_of(i);
+    for (const auto& [a, b] : skeleton) {
+      if (a < 0 || b < 0 || std::size_t(a) >= K || std::size_t(b) >= K) continue;
+      const Keypoint& ka = kps[std::size_t(a)];
+      const Keypoint& kb = kps[std::size_t(b)];
+      if (ka.score >= min_score && kb.score >= min_score)
+        cv::line(bgr, point(ka), point(kb), colour, thickness, cv::LINE_AA);
+    }
+    for (const Keypoint& k : kps)
+      if (k.score >= min_score) cv::circle(bgr, point(k), radius, colour, cv::FILLED, cv::LINE_AA);
+  }
+} catch (const cv::Exception& e) {
+  rcnn::detail::fail("draw_keypoints: OpenCV could not draw on the " + std::to_string(bgr.rows) +
+                     "x" + std::to_string(bgr.cols) + " image (" + e.msg + ")");
 }
 
 }  // namespace rcnn::cv_io

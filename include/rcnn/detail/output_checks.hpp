@@ -200,4 +200,21 @@ inline void check_mask_head_outputs(const ModelConfig& cfg, const MaskHeadOutput
           });
 }
 
+/// The keypoint head's heatmaps for `rows` RoIs must be [rows, K, S, S] (keypoint_head's
+/// num_keypoints and heatmap_size).
+inline void check_keypoint_head_outputs(const ModelConfig& cfg, const KeypointHeadOutputs& out,
+                                        std::size_t rows) {
+  const TensorView& hm = out.heatmaps;
+  const int K = cfg.keypoint_head->num_keypoints;
+  const int S = cfg.keypoint_head->heatmap_size;
+  require(hm.shape[0] == std::int64_t(rows) && hm.shape[1] == K && hm.shape[2] == S &&
+              hm.shape[3] == S,
+          [&] {
+            return module_path(cfg, *cfg.modules.keypoint_head) + ": returned keypoint heatmaps " +
+                   shape_str(hm) + " for " + std::to_string(rows) + " RoIs, expected " +
+                   dims_string(std::int64_t(rows), K, S, S) +
+                   " (keypoint_head.num_keypoints, keypoint_head.heatmap_size)";
+          });
+}
+
 }  // namespace rcnn::detail

@@ -33,4 +33,11 @@ struct MaskHeadOutputs {
   TensorView logits;
 };
 
+/// Output of the keypoint head (Keypoint R-CNN bundles): heatmap logits [R, K, S, S] (no
+/// decoding; docs/reference/bundle-format.md, "keypoint_head"). Valid until the executor's
+/// next keypoint-head call.
+struct KeypointHeadOutputs {
+  TensorView heatmaps;
+};
+
 }  // namespace rcnn

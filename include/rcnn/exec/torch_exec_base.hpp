@@ -186,14 +186,16 @@ class TorchModulesExec {
   /// is [R, Km, 2P, 2P] on the host. Errors: rcnn::Error when the bundle has no mask head, the
   /// module fails, or it returns anything but one float32 4-D tensor.
   void run_mask_head(const TensorView& rois, MaskHeadOutputs& out) {
-    if (!has_mask_head_)
-      fail("run_mask_head: the bundle has no mask head (model.json architecture is not "
-           "\"mask_rcnn\")");
-    TorchRunScope scope(intra_op_threads_);
-    const c10::IValue result = forward(mask_head_, mask_head_file_, rois);
-    torch_guarded(mask_head_file_,
-                  [&] { held_mask_ = checked(result, "mask logits", mask_head_file_, 4); });
-    out.logits = view_of(held_mask_);
+    out.logits = run_detection_head(mask_head_, mask_head_file_, has_mask_head_, "run_mask_head",
+                                    "mask", "mask_rcnn", "mask logits", rois, held_mask_);
+  }
+
+  /// Runs the keypoint head (Keypoint R-CNN bundles) on pooled features [R, C, P, P];
+  /// `out.heatmaps` is [R, K, S, S] on the host. Errors as run_mask_head's.
+  void run_keypoint_head(const TensorView& rois, KeypointHeadOutputs& out) {
+    out.heatmaps = run_detection_head(keypoint_head_, keypoint_head_file_, has_keypoint_head_,
+                                      "run_keypoint_head", "keypoint", "keypoint_rcnn",
+                                      "keypoint heatmaps", rois, held_keypoints_);
   }
 
   const c10::Device& device() const { return device_; }
@@ -203,6 +205,8 @@ class TorchModulesExec {
   torch::jit::Module& box_head_module() { return box_head_; }
   /// The mask head module (Mask R-CNN bundles; an empty module otherwise).
   torch::jit::Module& mask_head_module() { return mask_head_; }
+  /// The keypoint head module (Keypoint R-CNN bundles; an empty module otherwise).
+  torch::jit::Module& keypoint_head_module() { return keypoint_head_; }
   /// The last backbone call's feature maps as the module returned them, on `device()`
   /// (valid until the next call): for pooling on the device (AtenRoIAlign's tensor entry).
   const std::vector<at::Tensor>& device_features() const { return device_features_; }
@@ -225,6 +229,11 @@ class TorchModulesExec {
       mask_head_ = load_module(mask_head_file_, device_);
       has_mask_head_ = true;
     }
+    if (cfg.modules.keypoint_head) {
+      keypoint_head_file_ = (dir / cfg.modules.keypoint_head->file).string();
+      keypoint_head_ = load_module(keypoint_head_file_, device_);
+      has_keypoint_head_ = true;
+    }
   }
 
   void set_threads(int n) { intra_op_threads_ = n; }
@@ -239,6 +248,21 @@ class TorchModulesExec {
       fail(file + ": forward failed on input " + shape_string(input) + ": " +
            torch_error_summary(e.what()));
     }
+  }
+
+  /// A per-detection head (mask, keypoint): `module` on `rois`, whose one output (`what`, a
+  /// float32 4-D tensor) is kept in `held` on the host and returned as a view. rcnn::Error
+  /// naming `method` when the bundle (`architecture`) has no such head.
+  TensorView run_detection_head(torch::jit::Module& module, const std::string& file, bool present,
+                                const char* method, const char* head, const char* architecture,
+                                const char* what, const TensorView& rois, at::Tensor& held) {
+    if (!present)
+      fail(std::string(method) + ": the bundle has no " + head +
+           " head (model.json architecture is not \"" + architecture + "\")");
+    TorchRunScope scope(intra_op_threads_);
+    const c10::IValue result = forward(module, file, rois);
+    torch_guarded(file, [&] { held = checked(result, what, file, 4); });
+    return view_of(held);
   }
 
   at::Tensor from_view(const TensorView& v) const {
@@ -302,11 +326,11 @@ class TorchModulesExec {
 
   c10::Device device_;
   int intra_op_threads_;
-  std::string backbone_file_, box_head_file_, mask_head_file_;
-  torch::jit::Module backbone_, box_head_, mask_head_;
-  bool has_mask_head_ = false;
+  std::string backbone_file_, box_head_file_, mask_head_file_, keypoint_head_file_;
+  torch::jit::Module backbone_, box_head_, mask_head_, keypoint_head_;
+  bool has_mask_head_ = false, has_keypoint_head_ = false;
   Layout features_layout_ = Layout::nchw;
-  at::Tensor held_mask_;
+  at::Tensor held_mask_, held_keypoints_;
   std::vector<at::Tensor> held_backbone_, device_features_;
   at::Tensor held_head_[2];
 };

@@ -145,6 +145,45 @@ inline ModuleConfig read_module(const JsonNode& m, const InputConfig& input, boo
   return out;
 }
 
+/// The `keypoint_head` object (architecture "keypoint_rcnn").
+inline KeypointHeadConfig read_keypoint_head(const JsonNode& kp) {
+  kp.require_object();
+  KeypointHeadConfig k;
+  k.pooler = read_pooler(kp);
+  k.num_keypoints = read_int(kp.child("num_keypoints"), 1);
+  const JsonNode size = kp.child("heatmap_size");
+  k.heatmap_size = read_int(size, 1);
+  // The heatmap is what the keypoint head makes of the pooled features; the decoding
+  // upsamples it (bicubic) to the box, so any size works, but not an absurd one.
+  if (k.heatmap_size > 1024) size.expected_value("an integer in [1, 1024]");
+  k.decode = read_choice(kp.child("decode"), {"detectron2", "torchvision"}) == 0
+                 ? KeypointHeadConfig::Decode::detectron2
+                 : KeypointHeadConfig::Decode::torchvision;
+  const JsonNode names = kp.child("keypoint_names");
+  const std::size_t n = names.array_size("an array of keypoint names");
+  if (n != std::size_t(k.num_keypoints))
+    names.fail("expected " + std::to_string(k.num_keypoints) +
+               " keypoint names (keypoint_head.num_keypoints), got " + std::to_string(n));
+  for (std::size_t i = 0; i < n; ++i)
+    k.keypoint_names.push_back(read_string(names.element(i), "a keypoint name (string)"));
+  const JsonNode skeleton = kp.child("skeleton");
+  const std::string pair = "a pair [i, j] of keypoint indices in [0, " +
+                           std::to_string(k.num_keypoints - 1) + "]";
+  for (std::size_t e = 0; e < skeleton.array_size("an array of [i, j] keypoint index pairs");
+       ++e) {
+    const JsonNode edge = skeleton.element(e);
+    if (edge.array_size(pair) != 2) edge.expected_value(pair);
+    std::array<int, 2> ij{};
+    for (std::size_t c = 0; c < 2; ++c) {
+      const std::int64_t v = read_integer(edge.element(c), pair);
+      if (v < 0 || v >= k.num_keypoints) edge.element(c).expected_value(pair);
+      ij[c] = int(v);
+    }
+    k.skeleton.push_back(ij);
+  }
+  return k;
+}
+
 }  // namespace detail
 
 /// Parses and validates the text of a bundle's model.json. `source_name` is the file name used
@@ -154,7 +193,8 @@ inline ModuleConfig read_module(const JsonNode& m, const InputConfig& input, boo
 /// Optional keys: `source` (informational), `classes` (absent, null or [] gives the generated
 /// names "class_0" .. "class_<num_classes-1>"), `category_ids` (absent, null or [] gives none;
 /// otherwise one distinct integer per class), `modules.*.sha256` (checked by read_bundle).
-/// `mask_head` and `modules.mask_head` are required for "mask_rcnn" and ignored otherwise.
+/// `mask_head` and `modules.mask_head` are required for "mask_rcnn" and ignored otherwise;
+/// `keypoint_head` and `modules.keypoint_head` likewise for "keypoint_rcnn".
 /// `input.size_divisibility` 0 (like 1) means no padding.
 inline ModelConfig parse_model_json(std::string_view json_text,
                                     const std::string& source_name = "model.json") {
@@ -200,10 +240,10 @@ inline ModelConfig parse_model_json(std::string_view json_text,
       version.fail("unsupported bundle version " + std::to_string(v) +
                    " (this rcnn reads versions: " + listed + ")");
     cfg.version = int(v);
-    cfg.architecture =
-        read_choice(root.child("architecture"), {"faster_rcnn", "mask_rcnn"}) == 0
-            ? Architecture::faster_rcnn
-            : Architecture::mask_rcnn;
+    constexpr Architecture architectures[] = {Architecture::faster_rcnn, Architecture::mask_rcnn,
+                                              Architecture::keypoint_rcnn};
+    cfg.architecture = architectures[read_choice(root.child("architecture"),
+                                                 {"faster_rcnn", "mask_rcnn", "keypoint_rcnn"})];
     cfg.conventions = read_choice(root.child("conventions"), {"torchvision", "detectron2"}) == 0
                           ? Conventions::torchvision
                           : Conventions::detectron2;
@@ -259,6 +299,11 @@ inline ModelConfig parse_model_json(std::string_view json_text,
     if (cfg.architecture == Architecture::mask_rcnn)
       cfg.modules.mask_head = detail::read_module(
           modules.child("mask_head", "architecture \"mask_rcnn\" needs the mask_head module"),
+          cfg.input, false);
+    if (cfg.architecture == Architecture::keypoint_rcnn)
+      cfg.modules.keypoint_head = detail::read_module(
+          modules.child("keypoint_head",
+                        "architecture \"keypoint_rcnn\" needs the keypoint_head module"),
           cfg.input, false);
     if (const auto lib = modules.find("neuron_library"); lib && !lib->is_null()) {
       const std::string expectation = "null or a non-empty library path or name";
@@ -388,6 +433,11 @@ inline ModelConfig parse_model_json(std::string_view json_text,
                   : MaskHeadConfig::Paste::torchvision;
     cfg.mask_head = m;
   }
+
+  // keypoint_head (keypoint_rcnn only)
+  if (cfg.architecture == Architecture::keypoint_rcnn)
+    cfg.keypoint_head = detail::read_keypoint_head(
+        root.child("keypoint_head", "architecture \"keypoint_rcnn\" needs it"));
 
   // postprocess
   {

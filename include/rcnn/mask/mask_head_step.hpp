@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "../concepts.hpp"
@@ -17,7 +18,7 @@
 #include "../detail/output_checks.hpp"
 #include "../error.hpp"
 #include "../results.hpp"
-#include "../roi_heads/roi_rows.hpp"
+#include "../roi_heads/detection_rows.hpp"
 #include "mask_inference.hpp"
 #include "mask_types.hpp"
 
@@ -49,12 +50,9 @@ class MaskHeadStep {
 
   /// Capacity for `images` images of up to `detections` detections each.
   void reserve(const ModelConfig& cfg, std::size_t images, std::size_t detections) {
-    const int P = cfg.mask_head->pooler.resolution;
-    const int static_rois = cfg.modules.mask_head->static_rois.value_or(0);
-    rows_.reserve(images, detections, std::size_t(cfg.backbone.channels) * P * P, static_rois);
-    boxes_.reserve(images * detections);
+    rows_.reserve(cfg.mask_head->pooler, *cfg.modules.mask_head, cfg.backbone.channels, images,
+                  detections);
     final_boxes_.reserve(detections);
-    classes_.reserve(images * detections);
     const std::size_t plane = std::size_t(cfg.mask_head->mask_size) * cfg.mask_head->mask_size;
     probs_.reserve(images * detections * plane);
     kept_probs_.reserve(detections * plane);
@@ -65,29 +63,8 @@ class MaskHeadStep {
   template <class RoIAlign, class DetsOf>
   void pool(RoIAlign& roi_align, const ModelConfig& cfg, const RoiLevels& lv,
             const BackboneOutputs& backbone, std::size_t n, DetsOf&& dets) {
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < n; ++i) total += dets(i).size();
-    boxes_.resize(total);
-    classes_.resize(total);
-    first_.resize(n + 1);
-    std::size_t k = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      first_[i] = k;
-      for (const Detection& d : dets(i)) {
-        boxes_[k] = d.box;
-        classes_[k++] = d.class_id;
-      }
-    }
-    first_[n] = k;
-    const RoiRows::Spec spec{&cfg.mask_head->pooler,
-                             cfg.modules.mask_head->static_rois.value_or(0),
-                             /*pad_empty_images=*/false};
-    rows_.pool(
-        roi_align, lv, backbone.features, n,
-        [&](std::size_t i) {
-          return std::span<const Box>(boxes_.data() + first_[i], first_[i + 1] - first_[i]);
-        },
-        spec, cfg.backbone.channels);
+    rows_.pool(roi_align, lv, backbone, n, std::forward<DetsOf>(dets), cfg.mask_head->pooler,
+               *cfg.modules.mask_head, cfg.backbone.channels);
   }
 
   /// Runs the mask head over the pooled rows and keeps each detection's class channel
@@ -97,7 +74,7 @@ class MaskHeadStep {
     const int P = cfg.mask_head->pooler.resolution;
     size_ = cfg.mask_head->mask_size;
     const std::size_t plane = std::size_t(size_) * size_;
-    probs_.resize(rows_.items() * plane);
+    probs_.resize(rows_.detections() * plane);
     if constexpr (MaskExecutor<Exec>) {
       const int Km = detail::expected_mask_channels(cfg);
       return rows_.run(
@@ -106,10 +83,10 @@ class MaskHeadStep {
             detail::check_mask_head_outputs(cfg, out_, r_n);
             const std::size_t per_row = std::size_t(Km) * plane;
             for (std::size_t r = 0; r < r_n; ++r) {
-              const std::ptrdiff_t det = rows_.item_of_row(start + r);
+              const std::ptrdiff_t det = rows_.detection_of_row(start + r);
               if (det < 0) continue;
               const MaskLogitsView one{out_.logits.data + r * per_row, 1, Km, size_};
-              mask_probabilities(one, std::span<const int>(&classes_[std::size_t(det)], 1),
+              mask_probabilities(one, std::span<const int>(&rows_.class_id(std::size_t(det)), 1),
                                  cfg.roi_heads.background_first, cfg.mask_head->class_agnostic,
                                  std::span<float>(probs_.data() + std::size_t(det) * plane, plane));
             }
@@ -125,27 +102,15 @@ class MaskHeadStep {
   template <class Paste>
   void paste(Paste& paste_policy, const ModelConfig& cfg, std::size_t i,
              std::span<const int> kept, DetectionResult& res) {
-    const std::size_t first = first_[i];
-    const std::size_t before = first_[i + 1] - first;
+    const std::size_t first = rows_.first(i);
+    const std::size_t before = rows_.count(i);
     const std::size_t n = res.detections.size();
-    detail::require(kept.size() == n, [&] {
-      return "detector: the postprocess policy returned " + std::to_string(n) +
-             " detections but " + std::to_string(kept.size()) + " kept indices";
-    });
     const std::size_t plane = std::size_t(size_) * size_;
     const float* probs = probs_.data() + first * plane;
-    bool identity = n == before;
-    for (std::size_t k = 0; k < n && identity; ++k) identity = kept[k] == int(k);
-    if (!identity) {  // gather the survivors' probabilities, by index
+    if (!check_kept(kept, n, before)) {  // gather the survivors' probabilities, by index
       kept_probs_.resize(n * plane);
-      for (std::size_t k = 0; k < n; ++k) {
-        const int j = kept[k];
-        detail::require(j >= 0 && std::size_t(j) < before, [&] {
-          return "detector: the postprocess policy kept index " + std::to_string(j) +
-                 ", outside the " + std::to_string(before) + " detections it was given";
-        });
-        std::copy_n(probs + std::size_t(j) * plane, plane, kept_probs_.data() + k * plane);
-      }
+      for (std::size_t k = 0; k < n; ++k)
+        std::copy_n(probs + std::size_t(kept[k]) * plane, plane, kept_probs_.data() + k * plane);
       probs = kept_probs_.data();
     }
     final_boxes_.resize(n);
@@ -167,21 +132,20 @@ class MaskHeadStep {
 
   /// Records the first image's mask levels, features and probabilities.
   void record(Trace& trace) const {
-    const std::size_t d0 = first_[1] - first_[0];
-    const std::span<const int> levels = rows_.levels(0);
+    const std::size_t d0 = rows_.count(0);
+    const std::span<const int> levels = rows_.rows().levels(0);
     trace.mask_levels.assign(levels.begin(), levels.end());
-    const std::span<const float> f = rows_.features(0);
-    trace.mask_features.assign(f.begin(), f.begin() + std::ptrdiff_t(d0 * rows_.roi_size()));
+    const std::span<const float> f = rows_.rows().features(0);
+    trace.mask_features.assign(f.begin(),
+                               f.begin() + std::ptrdiff_t(d0 * rows_.rows().roi_size()));
     const std::size_t plane = std::size_t(size_) * size_;
     trace.mask_probs.assign(probs_.begin(), probs_.begin() + std::ptrdiff_t(d0 * plane));
     trace.mask_size = size_;
   }
 
  private:
-  RoiRows rows_;
-  std::vector<std::size_t> first_;  ///< per image, its first detection
-  std::vector<Box> boxes_, final_boxes_;
-  std::vector<int> classes_;
+  DetectionRows rows_;
+  std::vector<Box> final_boxes_;
   std::vector<float> probs_, kept_probs_;
   std::vector<InstanceMask> spare_masks_;  ///< parked mask buffers (see paste)
   MaskHeadOutputs out_;

@@ -2,6 +2,7 @@
 /// \file rescale_postprocess.hpp
 /// Map detections from the resized frame back to the original image.
 
+#include <array>
 #include <vector>
 
 #include "../box/box_coder.hpp"
@@ -10,6 +11,17 @@
 #include "../types.hpp"
 
 namespace rcnn {
+
+/// The x and y factors from the resized frame to the original image, rounded to float32 as
+/// each framework does (Detectron2: float32(double(W) / w); torchvision: float32(W) /
+/// float32(w)); boxes and keypoints are scaled by them.
+inline std::array<float, 2> rescale_factors(Size resized, Size original, Conventions conv) {
+  if (conv == Conventions::detectron2)
+    return {float(double(original.width) / double(resized.width)),
+            float(double(original.height) / double(resized.height))};
+  return {float(original.width) / float(resized.width),
+          float(original.height) / float(resized.height)};
+}
 
 /// Reference postprocessing. Scales x and y separately by original / resized, in float32
 /// the way each framework rounds the factor (Detectron2: float32(double(W) / w);
@@ -22,14 +34,7 @@ struct RescalePostprocess {
 
   void operator()(Size resized, Size original, Conventions conv, const PostprocessConfig& cfg,
                   std::vector<Detection>& dets, std::vector<int>& kept) const {
-    float sx, sy;
-    if (conv == Conventions::detectron2) {
-      sx = float(double(original.width) / double(resized.width));
-      sy = float(double(original.height) / double(resized.height));
-    } else {
-      sx = float(original.width) / float(resized.width);
-      sy = float(original.height) / float(resized.height);
-    }
+    const auto [sx, sy] = rescale_factors(resized, original, conv);
     kept.clear();
     std::size_t n = 0;
     for (std::size_t i = 0; i < dets.size(); ++i) {

@@ -25,6 +25,7 @@
 #include <rcnn/cv/image.hpp>
 #include <rcnn/exec/torchscript_exec.hpp>
 #include <rcnn/load.hpp>
+#include <rcnn/preprocess/omp_preprocess.hpp>
 #include <rcnn/roi_align/simd_roi_align.hpp>
 
 namespace fs = std::filesystem;
@@ -32,7 +33,10 @@ namespace fs = std::filesystem;
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-using Detector = rcnn::AnyDetector<rcnn::TorchScriptExec, rcnn::SimdRoIAlign, rcnn::WithProfiler>;
+/// The default stages with the stage profiler and the OpenMP one-pass preprocessing.
+template <class S>
+using BenchStages = rcnn::WithProfiler<rcnn::WithOmpPreprocess<S>>;
+using Detector = rcnn::AnyDetector<rcnn::TorchScriptExec, rcnn::SimdRoIAlign, BenchStages>;
 
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
@@ -102,7 +106,7 @@ int main(int argc, char** argv) {
                  "LibTorch intra-op threads per call (default 1)")
       ->check(CLI::Range(1, 256));
   app.add_option("--omp-threads", omp_threads,
-                 "OpenMP threads of the native stages (RoIAlign) per call (default 1)")
+                 "OpenMP threads of the native stages (preprocess, RoIAlign) per call (default 1)")
       ->check(CLI::Range(1, 256));
   app.add_option("--json", json_out, "also write the results as JSON to this file ('-': stdout)");
   app.add_flag("--profile", profile, "also print the per-stage profile of all replicas");
@@ -122,8 +126,9 @@ int main(int argc, char** argv) {
       rcnn::SimdRoIAlign roi;
       roi.num_threads = omp_threads;
       replicas.push_back(std::make_unique<Detector>(
-          rcnn::load<rcnn::TorchScriptExec, rcnn::SimdRoIAlign, rcnn::WithProfiler>(
+          rcnn::load<rcnn::TorchScriptExec, rcnn::SimdRoIAlign, BenchStages>(
               model, rcnn::TorchScriptOptions{intra_op}, roi)));
+      replicas.back()->set_threads(omp_threads);
     }
     std::vector<std::mutex> locks(static_cast<std::size_t>(models));
 

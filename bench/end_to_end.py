@@ -127,6 +127,11 @@ def worker_partitioned(args: argparse.Namespace) -> Dict[str, Any]:
             original = [tuple(image.shape[-2:])]
             t1 = time.perf_counter()
             objectness, deltas, feats = backbone_rpn(images.tensors)
+            # A --features-layout nhwc bundle returns channels-last maps; torchvision's
+            # roi_align would make them contiguous inside the glue. Done here, counted as
+            # network time (on an accelerator the layout change is part of the traced module),
+            # so the Python glue is the same as with an NCHW bundle.
+            feats = [f.contiguous() for f in feats]
             network = time.perf_counter() - t1
             # RegionProposalNetwork.forward, after its head.
             anchors = rpn.anchor_generator(images, list(objectness))

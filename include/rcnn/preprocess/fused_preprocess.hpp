@@ -64,12 +64,41 @@ T* block_scratch(std::vector<std::vector<T>>& pool, int b, std::size_t n) {
   return v.data();
 }
 
+/// What every preprocessing pass starts from: the checked sizes, the normalisation table
+/// and the channel map (the reference policies' own first lines, in the same order, so the
+/// same errors).
+struct PreprocessSetup {
+  Size in, out, padded;
+  std::array<std::array<float, 256>, 3> lut;
+  std::array<int, 3> map;
+};
+inline PreprocessSetup preprocess_setup(const ImageView& img, const InputConfig& cfg,
+                                        Conventions conv, const std::optional<Size>& pad_to) {
+  PreprocessSetup s;
+  s.in = check_image(img);
+  s.out = checked_resized_shape(s.in, cfg, conv);
+  s.padded = padded_shape(s.out, cfg.size_divisibility, pad_to);
+  normalization_table(cfg, s.lut);
+  s.map = channel_map(img, cfg);
+  return s;
+}
+
+/// The policy call of a one-pass policy `P`: its `run` in one block on the calling thread.
+template <class P>
+struct SerialPreprocess {
+  PreprocessResult operator()(const ImageView& img, const InputConfig& cfg,
+                              std::vector<float>& chw_out,
+                              std::optional<Size> pad_to = std::nullopt) {
+    return static_cast<P&>(*this).run(img, cfg, chw_out, pad_to, 1, SerialBlocks{});
+  }
+};
+
 }  // namespace detail
 
 /// One-pass torchvision preprocessing, bit-identical to `TorchvisionPreprocess` (which it
 /// falls back to for the inputs ATen resizes with its channels-last kernel: a 1x1 image, or
 /// `memory_format == channels_last`).
-struct FusedTorchvisionPreprocess {
+struct FusedTorchvisionPreprocess : detail::SerialPreprocess<FusedTorchvisionPreprocess> {
   TorchvisionPreprocess reference;  ///< the fallback, and `memory_format`'s holder
   std::vector<detail::LinearTap> rows, cols;
   Size taps_in{-1, -1}, taps_out{-1, -1};
@@ -77,25 +106,18 @@ struct FusedTorchvisionPreprocess {
 
   void reserve(const StageSizing& s) { reference.reserve(s); }
 
-  PreprocessResult operator()(const ImageView& img, const InputConfig& cfg,
-                              std::vector<float>& chw_out,
-                              std::optional<Size> pad_to = std::nullopt) {
-    return run(img, cfg, chw_out, pad_to, 1, detail::SerialBlocks{});
-  }
-
   /// The pass, over `blocks` blocks of output rows run by `for_blocks(blocks, body)`.
   template <class ForBlocks>
   PreprocessResult run(const ImageView& img, const InputConfig& cfg, std::vector<float>& chw_out,
                        std::optional<Size> pad_to, int blocks, ForBlocks&& for_blocks) {
-    const Size in = detail::check_image(img);
+    const detail::PreprocessSetup set =
+        detail::preprocess_setup(img, cfg, Conventions::torchvision, pad_to);
+    const Size in = set.in, out = set.out, padded = set.padded;
     if (reference.memory_format == TorchMemoryFormat::channels_last ||
         (in.height == 1 && in.width == 1))
       return reference(img, cfg, chw_out, pad_to);
-    const Size out = detail::checked_resized_shape(in, cfg, Conventions::torchvision);
-    const Size padded = detail::padded_shape(out, cfg.size_divisibility, pad_to);
-    std::array<std::array<float, 256>, 3> lut;
-    detail::normalization_table(cfg, lut);
-    const std::array<int, 3> map = detail::channel_map(img, cfg);
+    const auto& lut = set.lut;
+    const auto& map = set.map;
     if (!(taps_in == in && taps_out == out)) {
       detail::torch_linear_taps(in.height, out.height, rows);
       detail::torch_linear_taps(in.width, out.width, cols);
@@ -254,7 +276,7 @@ inline void pil_vrow_acc(const std::uint8_t* const* rows, const std::int32_t* w,
 }  // namespace detail
 
 /// One-pass Detectron2 preprocessing, bit-identical to `Detectron2Preprocess`.
-struct FusedDetectron2Preprocess {
+struct FusedDetectron2Preprocess : detail::SerialPreprocess<FusedDetectron2Preprocess> {
   PilResizeWorkspace axes;  ///< Pillow's coefficients (cached per size pair)
   detail::PilFixedAxis fixed_h;
   Size fixed_for_in{-1, -1}, fixed_for_out{-1, -1};
@@ -264,26 +286,16 @@ struct FusedDetectron2Preprocess {
 
   void reserve(const StageSizing&) {}
 
-  PreprocessResult operator()(const ImageView& img, const InputConfig& cfg,
-                              std::vector<float>& chw_out,
-                              std::optional<Size> pad_to = std::nullopt) {
-    return run(img, cfg, chw_out, pad_to, 1, detail::SerialBlocks{});
-  }
-
   template <class ForBlocks>
   PreprocessResult run(const ImageView& img, const InputConfig& cfg, std::vector<float>& chw_out,
                        std::optional<Size> pad_to, int blocks, ForBlocks&& for_blocks) {
-    const Size in = detail::check_image(img);
-    const Size out = detail::checked_resized_shape(in, cfg, Conventions::detectron2);
-    const Size padded = detail::padded_shape(out, cfg.size_divisibility, pad_to);
-    std::array<std::array<float, 256>, 3> lut;
-    detail::normalization_table(cfg, lut);
-    const std::array<int, 3> map = detail::channel_map(img, cfg);
+    const detail::PreprocessSetup set =
+        detail::preprocess_setup(img, cfg, Conventions::detectron2, pad_to);
     if (img.channels == 1)
-      run_impl<1>(img, in, out, padded, lut, map, chw_out, blocks, for_blocks);
+      run_impl<1>(img, set.in, set.out, set.padded, set.lut, set.map, chw_out, blocks, for_blocks);
     else
-      run_impl<3>(img, in, out, padded, lut, map, chw_out, blocks, for_blocks);
-    return {in, out, padded};
+      run_impl<3>(img, set.in, set.out, set.padded, set.lut, set.map, chw_out, blocks, for_blocks);
+    return {set.in, set.out, set.padded};
   }
 
  private:

@@ -234,9 +234,10 @@ inline void pil_hrow_any(const std::uint8_t* in, int pixel_step, std::uint8_t* o
 }
 
 /// `acc[i] = half + sum_t rows[t][i] * w[t]` over `n` bytes: the vertical pass of one output
-/// row before `clip8` (int32, exact in any order).
-inline void pil_vrow_acc_generic(const std::uint8_t* const* rows, const std::int32_t* w, int taps,
-                                 std::size_t n, std::int32_t* acc) {
+/// row before `clip8` (int32, exact in any order). Inlined into each instruction-set variant.
+[[gnu::always_inline]] inline void pil_vrow_acc_body(const std::uint8_t* const* rows,
+                                                     const std::int32_t* w, int taps,
+                                                     std::size_t n, std::int32_t* acc) {
   constexpr std::int32_t half = 1 << (kPilPrecisionBits - 1);
   for (std::size_t i = 0; i < n; ++i) acc[i] = half;
   for (int t = 0; t < taps; ++t) {
@@ -246,19 +247,16 @@ inline void pil_vrow_acc_generic(const std::uint8_t* const* rows, const std::int
     for (std::size_t i = 0; i < n; ++i) acc[i] += std::int32_t(r[i]) * wt;
   }
 }
+inline void pil_vrow_acc_generic(const std::uint8_t* const* rows, const std::int32_t* w, int taps,
+                                 std::size_t n, std::int32_t* acc) {
+  pil_vrow_acc_body(rows, w, taps, n, acc);
+}
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(__AVX2__)
 #define RCNN_PIL_AVX2_DISPATCH 1
 __attribute__((target("avx2"))) inline void pil_vrow_acc_avx2(const std::uint8_t* const* rows,
                                                               const std::int32_t* w, int taps,
                                                               std::size_t n, std::int32_t* acc) {
-  constexpr std::int32_t half = 1 << (kPilPrecisionBits - 1);
-  for (std::size_t i = 0; i < n; ++i) acc[i] = half;
-  for (int t = 0; t < taps; ++t) {
-    const std::uint8_t* r = rows[t];
-    const std::int32_t wt = w[t];
-    if (wt == 0) continue;
-    for (std::size_t i = 0; i < n; ++i) acc[i] += std::int32_t(r[i]) * wt;
-  }
+  pil_vrow_acc_body(rows, w, taps, n, acc);
 }
 inline bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");

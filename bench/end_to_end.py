@@ -122,12 +122,20 @@ def worker_partitioned(args: argparse.Namespace) -> Dict[str, Any]:
     runs = []
     for i in range(args.warmup + args.repeat):
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         with torch.inference_mode():
             images, _ = transform([image])
             original = [tuple(image.shape[-2:])]
             t1 = time.perf_counter()
+            n0 = time.thread_time()
             objectness, deltas, feats = backbone_rpn(images.tensors)
+            # A --features-layout nhwc bundle returns channels-last maps; torchvision's
+            # roi_align would make them contiguous inside the glue. Done here, counted as
+            # network time (on an accelerator the layout change is part of the traced module),
+            # so the Python glue is the same as with an NCHW bundle.
+            feats = [f.contiguous() for f in feats]
             network = time.perf_counter() - t1
+            network_cpu = time.thread_time() - n0
             # RegionProposalNetwork.forward, after its head.
             anchors = rpn.anchor_generator(images, list(objectness))
             shapes = [o[0].shape for o in objectness]
@@ -138,14 +146,20 @@ def worker_partitioned(args: argparse.Namespace) -> Dict[str, Any]:
             # RoIHeads.forward (inference), with the box head replaced.
             pooled = heads.box_roi_pool(dict(zip(names, feats)), boxes, images.image_sizes)
             t1 = time.perf_counter()
+            n0 = time.thread_time()
             class_logits, box_regression = box_head(pooled)
             network += time.perf_counter() - t1
+            network_cpu += time.thread_time() - n0
             b, s, l = heads.postprocess_detections(class_logits, box_regression, boxes, images.image_sizes)
             dets = transform.postprocess([{"boxes": b[0], "scores": s[0], "labels": l[0]}],
                                          images.image_sizes, original)
         total = (time.perf_counter() - t0) * 1e3
+        total_cpu = time.thread_time() - c0
         if i >= args.warmup:
-            runs.append({"total": total, "network": network * 1e3})
+            # glue_cpu_ms: the calling thread's CPU time outside the two networks (the whole
+            # glue's CPU time at 1 thread, where torch runs every op on this thread).
+            runs.append({"total": total, "network": network * 1e3,
+                         "glue_cpu_ms": (total_cpu - network_cpu) * 1e3})
     return {"runs": runs, "detections": to_list(dets[0])}
 
 
@@ -192,8 +206,11 @@ def summarize(data: Dict[str, Any]) -> Dict[str, float]:
     total = statistics.median(r["total"] for r in runs)
     network = statistics.median(r["network"] for r in runs)
     glue = statistics.median(r["total"] - r["network"] for r in runs)
-    return {"total": total, "network": network, "glue": glue, "rss": data["peak_rss_mib"],
-            "detections": len(data["detections"])}
+    out = {"total": total, "network": network, "glue": glue, "rss": data["peak_rss_mib"],
+           "detections": len(data["detections"])}
+    if runs and all("glue_cpu_ms" in r for r in runs):
+        out["glue_cpu"] = statistics.median(r["glue_cpu_ms"] for r in runs)
+    return out
 
 
 def agreement(a: List[Dict[str, Any]], b: List[Dict[str, Any]]) -> str:
@@ -273,6 +290,11 @@ def main(argv: List[str]) -> int:
     print("\ndetections (first thread count):")
     print(f"  rcnn vs partitioned: {agreement(results['rcnn'][t]['detections'], results['partitioned'][t]['detections'])}")
     print(f"  rcnn vs eager:       {agreement(results['rcnn'][t]['detections'], results['eager'][t]['detections'])}")
+    for threads in sorted(results["partitioned"]):
+        s = summarize(results["partitioned"][threads])
+        if "glue_cpu" in s:
+            print(f"partitioned x{threads}: glue CPU time of the calling thread {s['glue_cpu']:.1f} ms "
+                  "(the whole glue's at 1 thread; compare rcnn-bench --profile's CPU table)")
     print(f"\nload average after: {machine_info()['load']}")
     if args.json:
         with open(args.json, "w") as f:

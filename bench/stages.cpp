@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -32,6 +33,8 @@
 #include <rcnn/nms/bitmask_nms.hpp>
 #include <rcnn/nms/greedy_nms.hpp>
 #include <rcnn/postprocess/rescale_postprocess.hpp>
+#include <rcnn/preprocess/fused_preprocess.hpp>
+#include <rcnn/preprocess/omp_preprocess.hpp>
 #include <rcnn/preprocess/pil_resize.hpp>
 #include <rcnn/preprocess/preprocess.hpp>
 #include <rcnn/preprocess/torch_resize.hpp>
@@ -272,11 +275,18 @@ void BM_TorchResize(benchmark::State& state) {
 }
 BENCHMARK(BM_TorchResize)->Name("TorchResize/480x640-800x1066/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// Whole preprocessing policies (resize + normalise + pad), as the Detector runs them.
+// Whole preprocessing policies (resize + normalise + pad), as the Detector runs them: the
+// reference policies, the one-pass ones and the OpenMP one-pass ones (Arg = threads), on the
+// 480 x 640 photo (shortest edge 800: 800 x 1066) and on a 342 x 548 one (bench-e2e's
+// messi5.jpg: 800 x 1282 torchvision, fixed 800 x 800 for the Detectron2 fixture bundle).
+template <class Pre>
+void set_threads(Pre& pre, int threads) {
+  if constexpr (requires { pre.num_threads; }) pre.num_threads = threads;
+}
 template <class Pre, rcnn::Conventions kConv>
-void BM_Preprocess(benchmark::State& state) {
-  static const std::vector<std::uint8_t> img = photo();
-  const rcnn::ImageView view{img.data(), 480, 640, 3, 0, true};
+void BM_Preprocess(benchmark::State& state, int height, int width, bool fixed800) {
+  const std::vector<std::uint8_t> img = photo(height, width);
+  const rcnn::ImageView view{img.data(), height, width, 3, 0, true};
   rcnn::InputConfig cfg;
   if (kConv == rcnn::Conventions::torchvision) {
     cfg.bgr = false;
@@ -284,18 +294,47 @@ void BM_Preprocess(benchmark::State& state) {
     cfg.pixel_mean = {0.485f, 0.456f, 0.406f};
     cfg.pixel_std = {0.229f, 0.224f, 0.225f};
   }
+  if (fixed800) {
+    cfg.resize.mode = rcnn::ResizeConfig::Mode::fixed;
+    cfg.resize.height = cfg.resize.width = 800;
+  }
   Pre pre;
+  set_threads(pre, int(state.range(0)));
   std::vector<float> out;
   for (auto _ : state) {
     const rcnn::PreprocessResult r = pre(view, cfg, out);
     benchmark::DoNotOptimize(r);
     benchmark::DoNotOptimize(out.data());
   }
+  // Bytes: the image read once, the float tensor written once.
+  const double bytes = double(img.size()) + double(out.size()) * sizeof(float);
+  state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK_TEMPLATE(BM_Preprocess, rcnn::Detectron2Preprocess, rcnn::Conventions::detectron2)
-    ->Name("Detectron2Preprocess/480x640/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK_TEMPLATE(BM_Preprocess, rcnn::TorchvisionPreprocess, rcnn::Conventions::torchvision)
-    ->Name("TorchvisionPreprocess/480x640/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+template <class Pre, rcnn::Conventions kConv>
+benchmark::internal::Benchmark* register_preprocess(const std::string& name, int h, int w, bool fixed800) {
+  return benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
+           BM_Preprocess<Pre, kConv>(st, h, w, fixed800);
+         })
+      ->Arg(1)
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
+}
+const bool preprocess_registered = [] {
+  using rcnn::Conventions;
+  for (const auto& [label, h, w] : {std::tuple<const char*, int, int>{"480x640", 480, 640},
+                                    std::tuple<const char*, int, int>{"342x548", 342, 548}}) {
+    const std::string l = label;
+    const bool fixed = h == 342;  // the Detectron2 fixed800 fixture's resize
+    const std::string d2 = fixed ? l + "-800x800" : l;
+    register_preprocess<rcnn::Detectron2Preprocess, Conventions::detectron2>("Detectron2Preprocess/" + d2, h, w, fixed);
+    register_preprocess<rcnn::FusedDetectron2Preprocess, Conventions::detectron2>("FusedDetectron2Preprocess/" + d2, h, w, fixed);
+    register_preprocess<rcnn::OmpDetectron2Preprocess, Conventions::detectron2>("OmpDetectron2Preprocess/" + d2, h, w, fixed)->Arg(2);
+    register_preprocess<rcnn::TorchvisionPreprocess, Conventions::torchvision>("TorchvisionPreprocess/" + l, h, w, false);
+    register_preprocess<rcnn::FusedTorchvisionPreprocess, Conventions::torchvision>("FusedTorchvisionPreprocess/" + l, h, w, false);
+    register_preprocess<rcnn::OmpTorchvisionPreprocess, Conventions::torchvision>("OmpTorchvisionPreprocess/" + l, h, w, false)->Arg(2);
+  }
+  return true;
+}();
 
 // ---- Mask pasting: 100 detections, 28 x 28 masks, into 480 x 640 and 800 x 1200 ----------
 

@@ -161,7 +161,10 @@ class StepScope {
  public:
   using clock = std::chrono::steady_clock;
   StepScope(Profiler& profiler, double* slot, Stage stage, std::size_t calls)
-      : profiler_(profiler), slot_(slot), stage_(stage), calls_(calls), start_(clock::now()) {}
+      : profiler_(profiler), slot_(slot), stage_(stage), calls_(calls), start_(clock::now()) {
+    // Optional hook: a profiler that measures something of its own (e.g. CPU time).
+    if constexpr (requires { profiler.begin(stage); }) profiler.begin(stage);
+  }
   StepScope(const StepScope&) = delete;
   StepScope& operator=(const StepScope&) = delete;
   ~StepScope() {

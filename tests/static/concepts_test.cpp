@@ -5,6 +5,8 @@
 #include <rcnn/concepts.hpp>
 #include <rcnn/detector.hpp>
 #include <rcnn/mask/omp_paste.hpp>
+#include <rcnn/preprocess/fused_preprocess.hpp>
+#include <rcnn/preprocess/omp_preprocess.hpp>
 #include <rcnn/roi_align/omp_roi_align.hpp>
 #include <rcnn/roi_align/roi_align_ref.hpp>
 #include <rcnn/stages.hpp>
@@ -37,6 +39,14 @@ static_assert(rcnn::StageBundle<rcnn::WithOmpPaste<rcnn::TorchvisionStages>>);
 static_assert(rcnn::StageBundle<rcnn::WithProfiler<rcnn::WithOmpPaste<rcnn::Detectron2Stages>>>);
 static_assert(rcnn::ThreadedStage<rcnn::OmpRoIAlign> && rcnn::ThreadedStage<rcnn::OmpDetectron2Paste>);
 static_assert(!rcnn::ThreadedStage<rcnn::RoIAlignRef>);
+// The one-pass and OpenMP preprocessing policies, and their bundle template.
+static_assert(rcnn::PreprocessPolicy<rcnn::FusedTorchvisionPreprocess> &&
+              rcnn::PreprocessPolicy<rcnn::FusedDetectron2Preprocess>);
+static_assert(rcnn::PreprocessPolicy<rcnn::OmpTorchvisionPreprocess> &&
+              rcnn::PreprocessPolicy<rcnn::OmpDetectron2Preprocess>);
+static_assert(rcnn::ThreadedStage<rcnn::OmpTorchvisionPreprocess> &&
+              !rcnn::ThreadedStage<rcnn::FusedDetectron2Preprocess>);
+static_assert(rcnn::StageBundle<rcnn::WithProfiler<rcnn::WithOmpPreprocess<rcnn::WithOmpPaste<rcnn::Detectron2Stages>>>>);
 
 // ---- a re-scoring NMS (writable scores) is an NmsPolicy too -----------------------------
 struct Rescoring {

@@ -30,38 +30,42 @@ struct ScoreDescending {
 /// -0 equal to +0, NaN last (0xFFFFFFFF, which no number maps to). Ties (equal keys) are
 /// broken by the index, as `ScoreDescending` does.
 inline std::uint32_t score_descending_key(float score) {
-  if (std::isnan(score)) return 0xFFFFFFFFu;
-  const float s = score == 0.f ? 0.f : score;  // -0 -> +0
+  // Branch-free (the key loops vectorise): -0 -> +0; negative: ~u, else u | sign bit
+  // (ascending order of the float); inverted for descending; NaN (any sign) -> 0xFFFFFFFF.
   std::uint32_t u;
-  std::memcpy(&u, &s, sizeof u);
-  const std::uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return ~ascending;
+  std::memcpy(&u, &score, sizeof u);
+  u = u == 0x80000000u ? 0u : u;
+  const std::uint32_t sign = std::uint32_t(std::int32_t(u) >> 31);
+  const std::uint32_t key = ~(u ^ (sign | 0x80000000u));
+  return (u & 0x7FFFFFFFu) > 0x7F800000u ? 0xFFFFFFFFu : key;
 }
 
 /// Scratch of `topk_indices`, sized by the input (n) and then reused.
 struct TopKWorkspace {
   std::array<std::uint32_t, 2048> histogram{};
   std::vector<std::uint64_t> selected;  ///< (key << 32 | index) of the winners' buckets
+  std::vector<std::uint32_t> keys;      ///< `score_descending_key` of every score
 };
 
-/// Writes into `idx` the indices of the `k` highest scores, sorted by `ScoreDescending`
-/// (descending score, ties by ascending index, NaN last): the first k of a full
-/// `ScoreDescending` sort.
+/// Writes into `idx` the indices of the `k` smallest `keys` (the `score_descending_key`s of
+/// scores), sorted by (key, index): for the keys of scores, the indices of the `k` highest
+/// scores sorted by `ScoreDescending` (descending score, ties by ascending index, NaN last),
+/// the first k of a full `ScoreDescending` sort.
 ///
 /// Algorithm: a histogram of the keys' top 11 bits finds the bucket holding the k-th key;
 /// the (key, index) pairs of that bucket and the ones before it are gathered as 64-bit
 /// integers, cut to k with `nth_element` and sorted. Two passes over the scores and no
 /// comparator calls on the losers. `ws.selected` is reserved for n entries, so a stream
 /// of inputs of one size allocates only on the first call.
-inline void topk_indices(std::span<const float> scores, std::size_t k, std::vector<int>& idx,
-                         TopKWorkspace& ws) {
-  const std::size_t n = scores.size();
+inline void topk_indices_of_keys(std::span<const std::uint32_t> keys, std::size_t k,
+                                 std::vector<int>& idx, TopKWorkspace& ws) {
+  const std::size_t n = keys.size();
   k = std::min(k, n);
   idx.resize(k);
   if (k == 0) return;
   constexpr int kShift = 32 - 11;
   ws.histogram.fill(0);
-  for (std::size_t i = 0; i < n; ++i) ++ws.histogram[score_descending_key(scores[i]) >> kShift];
+  for (std::size_t i = 0; i < n; ++i) ++ws.histogram[keys[i] >> kShift];
   std::uint32_t boundary = 0;
   std::size_t count = 0;  // entries in buckets <= boundary
   while ((count += ws.histogram[boundary]) < k) ++boundary;
@@ -69,7 +73,7 @@ inline void topk_indices(std::span<const float> scores, std::size_t k, std::vect
   ws.selected.resize(count);
   std::uint64_t* out = ws.selected.data();
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint32_t key = score_descending_key(scores[i]);
+    const std::uint32_t key = keys[i];
     if ((key >> kShift) <= boundary) *out++ = (std::uint64_t(key) << 32) | std::uint32_t(i);
   }
   if (count > k) {
@@ -79,6 +83,16 @@ inline void topk_indices(std::span<const float> scores, std::size_t k, std::vect
   }
   std::sort(ws.selected.begin(), ws.selected.end());
   for (std::size_t i = 0; i < k; ++i) idx[i] = int(std::uint32_t(ws.selected[i]));
+}
+
+/// Writes into `idx` the indices of the `k` highest scores, sorted by `ScoreDescending`:
+/// the keys (branch-free, vectorised) into `ws.keys`, then `topk_indices_of_keys`.
+inline void topk_indices(std::span<const float> scores, std::size_t k, std::vector<int>& idx,
+                         TopKWorkspace& ws) {
+  const std::size_t n = scores.size();
+  ws.keys.resize(n);
+  for (std::size_t i = 0; i < n; ++i) ws.keys[i] = score_descending_key(scores[i]);
+  topk_indices_of_keys(ws.keys, k, idx, ws);
 }
 
 /// As above with a temporary workspace (allocates; for one-off calls and tests).

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -20,7 +21,6 @@ namespace rcnn {
 
 /// Reusable scratch of the proposal selector (sized on the first image, then reused).
 struct ProposalWorkspace {
-  std::vector<float> level_scores;
   std::vector<int> order;
   ScoredBoxes candidates;
   std::vector<int> candidate_levels;
@@ -84,19 +84,22 @@ struct TopKProposalSelector {
         return "proposals: level " + std::to_string(l) + " has " +
                std::to_string(in.anchors.size()) + " anchors, expected " + std::to_string(n);
       });
-      // Gather logits into the heads' (y, x, a) order.
-      ws.level_scores.resize(n);
+      // The logits' ranking keys, in the heads' (y, x, a) order (one pass, no copy of the
+      // logits: the winners' logits are read back from the map).
+      std::vector<std::uint32_t>& keys = ws.topk.keys;
+      keys.resize(n);
       for (int a = 0; a < A; ++a) {
         const float* src = in.objectness.data + std::size_t(a) * hw;
-        for (std::size_t p = 0; p < hw; ++p) ws.level_scores[p * A + a] = src[p];
+        std::uint32_t* dst = keys.data() + a;
+        for (std::size_t p = 0; p < hw; ++p) dst[p * std::size_t(A)] = detail::score_descending_key(src[p]);
       }
-      detail::topk_indices(ws.level_scores, std::size_t(cfg.pre_nms_topk), ws.order, ws.topk);
+      detail::topk_indices_of_keys(keys, std::size_t(cfg.pre_nms_topk), ws.order, ws.topk);
       for (int i : ws.order) {
         const std::size_t p = std::size_t(i) / A;
         const std::size_t a = std::size_t(i) % A;
         const float* d = in.deltas.data + (4 * a) * hw + p;
         Box box = coder.decode(in.anchors[std::size_t(i)], d[0], d[hw], d[2 * hw], d[3 * hw]);
-        const float logit = ws.level_scores[std::size_t(i)];
+        const float logit = in.objectness.data[a * hw + p];
         const float score = use_sigmoid ? sigmoid(logit) : logit;
         if (!is_finite(box) || !std::isfinite(score)) continue;
         box = clip_box(box, image);

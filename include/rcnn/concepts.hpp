@@ -64,6 +64,16 @@ concept KeypointExecutor = Executor<E> && requires(E& exec, const TensorView& in
   { exec.run_keypoint_head(input, out) } -> std::same_as<void>;
 };
 
+/// An executor that can also run the box heads of a Cascade R-CNN's later stages:
+/// `run_cascade_box_head(stage, input, out)` runs stage `stage` (>= 1; stage 0 is
+/// `run_box_head`) on pooled features [R, C, P, P], with `run_box_head`'s outputs. Optional:
+/// a Detector built on a cascade bundle with an executor without it refuses the bundle.
+template <class E>
+concept CascadeExecutor = Executor<E> && requires(E& exec, std::size_t stage,
+                                                  const TensorView& input, BoxHeadOutputs& out) {
+  { exec.run_cascade_box_head(stage, input, out) } -> std::same_as<void>;
+};
+
 /// Pools RoIs from multi-level feature maps. Pre: `levels[i]` indexes `maps`, `out` holds
 /// R * C * P * P floats. Post: out[r] = RoIAlign of rois[r] on maps[levels[r]] with
 /// `cfg`'s resolution / sampling ratio / alignment. Must be bit-identical to RoIAlignRef.

@@ -53,6 +53,9 @@ struct ModulesConfig {
   ModuleConfig box_head;
   std::optional<ModuleConfig> mask_head;
   std::optional<ModuleConfig> keypoint_head;  ///< keypoint_rcnn only
+  /// Cascade R-CNN: the box head modules of cascade stages 1, 2, ... (stage 0 is `box_head`),
+  /// in stage order (`roi_heads.cascade[k].module`); empty otherwise.
+  std::vector<ModuleConfig> cascade_box_heads;
   /// Optional rcnn extension `modules.neuron_library`: the Neuron runtime's TorchScript
   /// operator library (libtorchneuron.so) NeuronExec loads; a path with a '/' is relative to
   /// the bundle directory unless absolute, a bare name goes to the dynamic loader's search.
@@ -115,6 +118,13 @@ struct PoolerConfig {
   bool level_eps_inside_log = true;
 };
 
+/// One stage of a Cascade R-CNN box head (`roi_heads.cascade[k]`): its box head module and
+/// the box-regression weights that decode its deltas.
+struct CascadeStageConfig {
+  std::string module;  ///< key in `modules`: "box_head" for stage 0
+  std::array<float, 4> box_weights{10.f, 10.f, 5.f, 5.f};
+};
+
 struct RoiHeadsConfig {
   int num_classes = 80;
   bool background_first = false;  ///< "background": "first" (torchvision) or "last"
@@ -126,6 +136,11 @@ struct RoiHeadsConfig {
   double nms_threshold = 0.5;
   int detections_per_image = 100;
   std::optional<float> min_box_size;
+  /// Cascade R-CNN (Detectron2 CascadeROIHeads): two or more stages; each refines the
+  /// previous stage's boxes (class-agnostic deltas, its own weights, clipped), the final
+  /// detections use the last stage's boxes and the stages' class probabilities averaged.
+  /// `box_weights` is then the last stage's. Empty: one box head.
+  std::vector<CascadeStageConfig> cascade;
 };
 
 struct MaskHeadConfig {

@@ -26,6 +26,7 @@
 #include "profiler.hpp"
 #include "results.hpp"
 #include "roi_align/roi_align_ref.hpp"
+#include "roi_heads/cascade_step.hpp"
 #include "roi_heads/roi_rows.hpp"
 #include "stages.hpp"
 #include "types.hpp"
@@ -44,8 +45,11 @@ namespace rcnn {
 /// that [N, 3, H, W] (N must equal the batch size; an image whose resized size exceeds H x W
 /// is an rcnn::Error naming the shape); with `modules.*.static_rois` the RoI heads get
 /// exactly that many rows per call (zero rows appended, their outputs ignored).
-/// Per-RoI heads (Mask R-CNN's mask head, Keypoint R-CNN's keypoint head) pool the detections of box inference, run through
-/// the executor, and follow the detections that postprocessing keeps by index.
+/// Per-RoI heads (Mask R-CNN's mask head, Keypoint R-CNN's keypoint head) pool the
+/// detections of box inference, run through the executor, and follow the detections that
+/// postprocessing keeps by index. A Cascade R-CNN (roi_heads.cascade) runs the box head's
+/// stages in turn on the same RoiRows, each on the boxes the previous one refined
+/// (roi_heads/cascade_step.hpp).
 /// Timing: every step is timed into `DetectionResult::timing`; `Stages::profiler`
 /// (NoProfiler: compiled out) also receives every step's time and call count per batch.
 template <class Exec, class RoIAlign = RoIAlignRef, class Stages = Detectron2Stages>
@@ -73,6 +77,7 @@ class Detector {
     levels_ = RoiLevels(cfg_.backbone);
     MaskHeadStep::check<Exec, mask_paste_type>(cfg_);
     KeypointHeadStep::check<Exec>(cfg_);
+    CascadeStep::check<Exec>(cfg_);
   }
 
   /// With every stage default-constructed.
@@ -88,6 +93,7 @@ class Detector {
       detail::require(!cfg.backbone.roi_strides.empty(), "model.json: backbone.roi_levels is empty");
       MaskHeadStep::check<Exec, mask_paste_type>(cfg);
       KeypointHeadStep::check<Exec>(cfg);
+      CascadeStep::check<Exec>(cfg);
       return true;
     } catch (const Error& e) {
       if (why) *why = e.what();
@@ -99,6 +105,8 @@ class Detector {
   bool has_masks() const { return cfg_.architecture == Architecture::mask_rcnn; }
   /// True when the bundle is a Keypoint R-CNN (detections carry keypoints).
   bool has_keypoints() const { return cfg_.architecture == Architecture::keypoint_rcnn; }
+  /// True when the bundle is a Cascade R-CNN (roi_heads.cascade: several box-head stages).
+  bool is_cascade() const { return !cfg_.roi_heads.cascade.empty(); }
 
   /// Throws rcnn::Error when the bundle's conventions differ from the stages'.
   static void check_conventions(const ModelConfig& cfg) {
@@ -175,8 +183,9 @@ class Detector {
     anchors(trace);
     reserve_batch(n);
     proposals(n, trace);
-    box_roi_align(n, trace);
-    box_head();
+    box_roi_align(n, 0, trace);
+    box_head(0);
+    if (is_cascade()) cascade_stages(n, trace);
     box_inference(n, results, trace);
     if (has_masks()) mask_head(n, results, trace);
     if (has_keypoints()) keypoint_head(n, results, trace);
@@ -226,16 +235,18 @@ class Detector {
     if (trace) trace->proposals = proposals_[0];
   }
 
-  void box_roi_align(std::size_t n, Trace* trace) {
+  /// Pools the boxes of box-head stage `stage` (0: the proposals; cascade stages: the
+  /// previous stage's refined boxes).
+  void box_roi_align(std::size_t n, std::size_t stage, Trace* trace) {
     auto step = scope(Stage::roi_align, n);
-    const RoiRows::Spec spec{&cfg_.roi_heads.pooler,
-                             cfg_.modules.box_head.static_rois.value_or(0),
+    const ModuleConfig& module =
+        stage == 0 ? cfg_.modules.box_head : cfg_.modules.cascade_box_heads[stage - 1];
+    const RoiRows::Spec spec{&cfg_.roi_heads.pooler, module.static_rois.value_or(0),
                              /*pad_empty_images=*/true};
     box_rows_.pool(
         roi_align_, levels_, backbone_.features, n,
-        [&](std::size_t i) { return std::span<const Box>(proposals_[i].boxes); }, spec,
-        cfg_.backbone.channels);
-    if (trace) {
+        [&](std::size_t i) { return head_boxes(i, stage); }, spec, cfg_.backbone.channels);
+    if (trace && stage == 0) {
       const std::span<const int> lv = box_rows_.levels(0);
       trace->box_levels.assign(lv.begin(), lv.end());
       const std::span<const float> f = box_rows_.features(0);
@@ -244,9 +255,9 @@ class Detector {
     }
   }
 
-  /// The box head, one call per static_rois chunk (or one for the batch); outputs copied
-  /// into [rows, K + 1] logits and [rows, deltas] deltas.
-  void box_head() {
+  /// The box head of stage `stage` (0 but for Cascade R-CNN), one call per static_rois chunk
+  /// (or one for the batch); outputs copied into [rows, K + 1] logits and [rows, deltas] deltas.
+  void box_head(std::size_t stage) {
     auto step = scope(Stage::box_head, 0);
     const std::size_t rows = box_rows_.rows();
     logits_width_ = cfg_.roi_heads.num_classes + 1;
@@ -255,7 +266,11 @@ class Detector {
     deltas_.resize(rows * std::size_t(deltas_width_));
     const std::size_t calls = box_rows_.run(
         [&](const TensorView& in, std::size_t start, std::size_t r) {
-          exec_.run_box_head(in, head_out_);
+          if (stage == 0) {
+            exec_.run_box_head(in, head_out_);
+          } else if constexpr (CascadeExecutor<Exec>) {
+            exec_.run_cascade_box_head(stage, in, head_out_);
+          }  // else refused at set-up (CascadeStep::check)
           detail::check_box_head_outputs(cfg_, head_out_, r);
           std::copy_n(head_out_.class_logits.data, r * std::size_t(logits_width_),
                       logits_.data() + start * std::size_t(logits_width_));
@@ -266,16 +281,57 @@ class Detector {
     step.set_calls(calls);
   }
 
+  /// Cascade R-CNN: stages 1, 2, ... of the box head, each on the boxes the previous stage
+  /// refined (cascade_step.hpp); every stage's class probabilities are summed, then averaged.
+  /// Timed as the roi_align, box_head and box_inference steps they are made of.
+  void cascade_stages(std::size_t n, Trace* trace) {
+    const std::vector<CascadeStageConfig>& stages = cfg_.roi_heads.cascade;
+    cascade_.begin(n, logits_width_, [&](std::size_t i) { return proposals_[i].size(); });
+    if (trace) trace->cascade_boxes.clear();
+    for (std::size_t k = 1; k <= stages.size(); ++k) {
+      {
+        auto step = scope(Stage::box_inference, 0);
+        for (std::size_t i = 0; i < n; ++i) {
+          const std::size_t row = box_rows_.first_row(i);
+          cascade_.add_probabilities(i, logits_.data() + row * std::size_t(logits_width_));
+          if (k < stages.size())
+            cascade_.refine(i, head_boxes(i, k - 1),
+                            deltas_.data() + row * std::size_t(deltas_width_), deltas_width_,
+                            stages[k - 1].box_weights, cfg_.roi_heads.scale_clamp,
+                            input_.image(i).resized);
+        }
+        if (k == stages.size()) {
+          cascade_.average(stages.size());
+          break;
+        }
+        cascade_.next_stage();
+        if (trace) {
+          const std::span<const Box> b = cascade_.boxes(0);
+          trace->cascade_boxes.emplace_back(b.begin(), b.end());
+        }
+      }
+      box_roi_align(n, k, trace);
+      box_head(k);
+    }
+  }
+
+  /// Image i's boxes at box-head stage `stage`: the proposals, or a cascade stage's boxes.
+  std::span<const Box> head_boxes(std::size_t i, std::size_t stage) const {
+    if (stage == 0) return proposals_[i].boxes;
+    return cascade_.boxes(i);
+  }
+
   void box_inference(std::size_t n, std::vector<DetectionResult>& results, Trace* trace) {
     auto step = scope(Stage::box_inference, n);
+    const std::size_t last = is_cascade() ? cfg_.roi_heads.cascade.size() - 1 : 0;
     for (std::size_t i = 0; i < n; ++i) {
       const std::size_t row = box_rows_.first_row(i);
       const BoxHeadView head{logits_.data() + row * std::size_t(logits_width_),
                              deltas_.data() + row * std::size_t(deltas_width_),
-                             int(proposals_[i].size()), logits_width_, deltas_width_};
-      stages_.box_inference(std::span<const Box>(proposals_[i].boxes), head,
-                            input_.image(i).resized, cfg_.roi_heads, stages_.box_nms,
-                            results[i].detections);
+                             int(proposals_[i].size()), logits_width_, deltas_width_,
+                             is_cascade() ? cascade_.probabilities(i) : nullptr};
+      stages_.box_inference(head_boxes(i, last), head, input_.image(i).resized, cfg_.roi_heads,
+                            stages_.box_nms, results[i].detections);
     }
     if (trace) trace->detections_resized = results[0].detections;
   }
@@ -387,6 +443,7 @@ class Detector {
     }
     kept_.resize(std::max(kept_.size(), s.images));
     for (auto& k : kept_) k.reserve(s.detections);
+    if (is_cascade()) cascade_.reserve(s.images, s.proposals, cfg_.roi_heads.num_classes + 1);
     stages_.preprocess.reserve(s);
     stages_.anchor_generator.reserve(s);
     stages_.rpn_nms.reserve(s.rpn_level_candidates);
@@ -422,6 +479,7 @@ class Detector {
   std::vector<std::vector<int>> kept_;  ///< per image: postprocess's kept indices
   MaskHeadStep masks_;
   KeypointHeadStep keypoints_;
+  CascadeStep cascade_;
 };
 
 }  // namespace rcnn

@@ -89,6 +89,8 @@ struct Trace {
   std::vector<float> box_features;  ///< [P, C, R, R]
   std::vector<Detection> detections_resized;
   std::vector<int> kept;  ///< postprocess: index in detections_resized of each final detection
+  /// Cascade R-CNN only: the boxes of stages 1, 2, ... (each stage's refined input boxes).
+  std::vector<std::vector<Box>> cascade_boxes;
   // Mask R-CNN bundles only (empty otherwise):
   std::vector<int> mask_levels;      ///< per detection_resized, index into roi_levels
   std::vector<float> mask_features;  ///< [D, C, P, P] the mask pooler's output

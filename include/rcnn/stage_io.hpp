@@ -35,6 +35,10 @@ struct BoxHeadView {
   int rows = 0;
   int logits_width = 0;
   int deltas_width = 0;
+  /// When set, [rows, logits_width] class probabilities to use instead of the softmax of
+  /// `class_logits` (Cascade R-CNN: the stages' probabilities averaged); a row with a
+  /// probability that is not finite is skipped, as Detectron2's valid_mask does.
+  const float* class_probs = nullptr;
 };
 
 /// The largest work one image can bring to each stage, for `reserve` (the Detector computes

@@ -4,11 +4,12 @@
 // mask_logits_class, mask_probs, masks.npz, detections.json's mask_pixels), for either
 // convention: the Stages bundle brings the paste, the bundle its channel layout. Used by the
 // torchvision (gen_tv_masks.py) and live Detectron2 (gen_detectron2.py) mask tests.
+#include "stage_parity.hpp"  // first: LibTorch before doctest (parity_util.hpp)
+
 #include <rcnn/mask/mask_inference.hpp>
 #include <rcnn/mask/omp_paste.hpp>
 
 #include "../support/fixture_masks.hpp"
-#include "stage_parity.hpp"
 
 namespace parity {
 

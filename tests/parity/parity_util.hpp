@@ -1,5 +1,9 @@
 #pragma once
 // Helpers shared by the parity tests: .npy loading, tolerant comparisons, detection matching.
+// LibTorch before doctest: its glog headers define CHECK too, and the test's CHECK must be
+// doctest's (a failure reported and counted, not a glog abort).
+#include <rcnn/exec/torchscript_exec.hpp>
+
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 #include <xtensor/xarray.hpp>

@@ -16,15 +16,7 @@ using namespace parity;
 const fs::path kRef = fs::path(RCNN_REFERENCE_DIR) / "gen_detectron2";
 
 /// True (after printing why) when the generator found no Detectron2.
-bool skipped() {
-  const fs::path marker = kRef / "skipped.txt";
-  if (!fs::exists(marker)) return false;
-  std::ifstream f(marker);
-  std::string line;
-  std::getline(f, line);
-  MESSAGE("skipped: " << line);
-  return true;
-}
+bool skipped() { return generator_skipped(kRef); }
 
 std::vector<std::pair<fs::path, fs::path>> cases() { return reference_cases(kRef); }
 

@@ -199,36 +199,41 @@ def seed_weights(model, seed: int, background_bias: float = 7.5, keypoint_logits
             torch.manual_seed(seed + 1)
         for block in [b for stage in body.stages for b in stage] + res5:
             block.conv3.norm.weight.fill_(0.2)
-        if not res5:
-            fc1 = heads.box_head.fc1.weight
-            pool = heads.box_pooler.output_size
-            cells = pool[0] * pool[1] if isinstance(pool, (tuple, list)) else pool * pool
-            w = fc1.view(fc1.shape[0], fc1.shape[1] // cells, cells)
-            w.sub_(w.mean(dim=2, keepdim=True))
-            fc2 = heads.box_head.fc2.weight
-            fc2.sub_(fc2.mean(dim=1, keepdim=True))
-        cls = heads.box_predictor.cls_score
-        nn.init.normal_(cls.weight, 0.0, class_logits_std)
-        cls.weight.sub_(cls.weight.mean(dim=1, keepdim=True))
-        cls.bias.zero_()
-        if res5:
-            # Res5ROIHeads feeds the predictor the mean of res5's (post-ReLU) output: the RoIs'
-            # features share an offset and vary mostly along one direction (85% of their
-            # variance on fruits.jpg), which would make one class win everywhere. The class rows
-            # are whitened against the features of a seeded noise image (no photo in the weights)
-            # and their biases cancel its mean.
-            feats = res5_features(model, seed)
-            mean = feats.mean(dim=0)
-            centered = feats - mean
-            cov = centered.T @ centered / len(feats)
-            evals, evecs = torch.linalg.eigh(cov + 1e-3 * cov.diagonal().mean() * torch.eye(len(cov)))
-            whiten = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
-            cls.weight[:-1] = cls.weight[:-1] @ whiten / cls.weight.shape[1] ** 0.5
-            cls.bias[:-1] = -(cls.weight[:-1] @ mean)
-        cls.bias[-1] = background_bias
-        bbox = heads.box_predictor.bbox_pred
-        nn.init.normal_(bbox.weight, 0.0, 1.0)
-        bbox.weight.sub_(bbox.weight.mean(dim=1, keepdim=True))
+        # CascadeROIHeads: one box head and predictor per stage, each seeded the same way.
+        predictors = list(heads.box_predictor) if isinstance(heads.box_predictor, nn.ModuleList) else [heads.box_predictor]
+        box_heads = ([None] if res5 else
+                     list(heads.box_head) if isinstance(heads.box_head, nn.ModuleList) else [heads.box_head])
+        for box_head, predictor in zip(box_heads, predictors):
+            if box_head is not None:
+                fc1 = box_head.fc1.weight
+                pool = heads.box_pooler.output_size
+                cells = pool[0] * pool[1] if isinstance(pool, (tuple, list)) else pool * pool
+                w = fc1.view(fc1.shape[0], fc1.shape[1] // cells, cells)
+                w.sub_(w.mean(dim=2, keepdim=True))
+                fc2 = box_head.fc2.weight
+                fc2.sub_(fc2.mean(dim=1, keepdim=True))
+            cls = predictor.cls_score
+            nn.init.normal_(cls.weight, 0.0, class_logits_std)
+            cls.weight.sub_(cls.weight.mean(dim=1, keepdim=True))
+            cls.bias.zero_()
+            if res5:
+                # Res5ROIHeads feeds the predictor the mean of res5's (post-ReLU) output: the RoIs'
+                # features share an offset and vary mostly along one direction (85% of their
+                # variance on fruits.jpg), which would make one class win everywhere. The class rows
+                # are whitened against the features of a seeded noise image (no photo in the weights)
+                # and their biases cancel its mean.
+                feats = res5_features(model, seed)
+                mean = feats.mean(dim=0)
+                centered = feats - mean
+                cov = centered.T @ centered / len(feats)
+                evals, evecs = torch.linalg.eigh(cov + 1e-3 * cov.diagonal().mean() * torch.eye(len(cov)))
+                whiten = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+                cls.weight[:-1] = cls.weight[:-1] @ whiten / cls.weight.shape[1] ** 0.5
+                cls.bias[:-1] = -(cls.weight[:-1] @ mean)
+            cls.bias[-1] = background_bias
+            bbox = predictor.bbox_pred
+            nn.init.normal_(bbox.weight, 0.0, 1.0)
+            bbox.weight.sub_(bbox.weight.mean(dim=1, keepdim=True))
         rpn = model.proposal_generator.rpn_head
         nn.init.normal_(rpn.objectness_logits.weight, 0.0, 0.1)
         nn.init.normal_(rpn.anchor_deltas.weight, 0.0, 0.01)
@@ -291,8 +296,29 @@ def resize_for(cfg, spec: Dict[str, Any], bgr):
     return t.apply_image(bgr)
 
 
+def standard_box_heads(heads, box_in, proposals, save):
+    """StandardROIHeads' box branch on the proposals, every stage saved: box_features,
+    box_level, class_logits, box_deltas. Returns (instances, box_features, box_level, logits,
+    box_deltas)."""
+    import torch
+    from detectron2.modeling.poolers import assign_boxes_to_levels
+
+    props = proposals[0]
+    pooler = heads.box_pooler
+    box_features = pooler(box_in, [props.proposal_boxes])
+    save("box_features", box_features)
+    box_level = assign_boxes_to_levels([props.proposal_boxes], pooler.min_level, pooler.max_level,
+                                       pooler.canonical_box_size, pooler.canonical_level)
+    save("box_level", box_level.to(torch.int64))
+    logits, box_deltas = heads.box_predictor(heads.box_head(box_features))
+    save("class_logits", logits)
+    save("box_deltas", box_deltas)
+    instances, _ = heads.box_predictor.inference((logits, box_deltas), proposals)
+    return instances, box_features, box_level, logits, box_deltas
+
+
 def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
-               generator: str = GENERATOR) -> Dict[str, Any]:
+               generator: str = GENERATOR, box_heads: Callable = standard_box_heads) -> Dict[str, Any]:
     import cv2
     import numpy as np
     import torch
@@ -345,20 +371,20 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
         props = proposals[0]
         save("proposals", props.proposal_boxes.tensor)
         save("proposal_logits", props.objectness_logits)
-        pooler = heads.pooler if res5 is not None else heads.box_pooler
         box_in = [features[f] for f in in_features]
-        box_features = pooler(box_in, [props.proposal_boxes])
-        save("box_features", box_features)
-        box_level = assign_boxes_to_levels([props.proposal_boxes], pooler.min_level, pooler.max_level,
-                                           pooler.canonical_box_size, pooler.canonical_level)
-        save("box_level", box_level.to(torch.int64))
-        if res5 is not None:  # Res5ROIHeads.forward: res5, mean over H, W, predictor
+        if res5 is not None:  # Res5ROIHeads.forward: one pooler, res5, mean over H, W, predictor
+            pooler = heads.pooler
+            box_features = pooler(box_in, [props.proposal_boxes])
+            save("box_features", box_features)
+            box_level = assign_boxes_to_levels([props.proposal_boxes], pooler.min_level, pooler.max_level,
+                                               pooler.canonical_box_size, pooler.canonical_level)
+            save("box_level", box_level.to(torch.int64))
             logits, box_deltas = heads.box_predictor(res5(box_features).mean(dim=[2, 3]))
+            save("class_logits", logits)
+            save("box_deltas", box_deltas)
+            instances, _ = heads.box_predictor.inference((logits, box_deltas), proposals)
         else:
-            logits, box_deltas = heads.box_predictor(heads.box_head(box_features))
-        save("class_logits", logits)
-        save("box_deltas", box_deltas)
-        instances, _ = heads.box_predictor.inference((logits, box_deltas), proposals)
+            instances, box_features, box_level, logits, box_deltas = box_heads(heads, box_in, proposals, save)
         inst = instances[0]
         dets = torch.cat([inst.pred_boxes.tensor, inst.scores[:, None], inst.pred_classes[:, None].float()], 1)
         save("detections_resized", dets)
@@ -421,7 +447,7 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
         m = final.pred_masks.numpy().astype(bool)
         np.savez(os.path.join(case_dir, "masks.npz"), packed=np.packbits(m, axis=-1),
                  shape=np.array(m.shape, dtype=np.int64))
-        for d, pixels in zip(detections, m.reshape(len(m), -1).sum(1).tolist()):
+        for d, pixels in zip(detections, m.reshape(len(m), -1).sum(1).tolist() if len(m) else []):
             d["mask_pixels"] = int(pixels)
         areas = (final.pred_boxes.area()).numpy()
         coverage = m.reshape(len(m), -1).sum(1) / np.maximum(areas, 1)
@@ -519,10 +545,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles: Sequence[Dict[str, Any]],
-        log: Callable[[str], None], scripts: Sequence[str] = ()) -> int:
-    """A generator's run (this one's, and gen_keypoints.py's with its bundles and its own script
-    in ``scripts``, which the stamp covers): --output / --force, the peer and photo checks, the
-    stamp, then per bundle: build, seed, save the weights, export, and write the cases."""
+        log: Callable[[str], None], scripts: Sequence[str] = (), box_heads: Callable = standard_box_heads) -> int:
+    """A generator's run (this one's, and gen_keypoints.py's / gen_cascade.py's with their bundles
+    and their own script in ``scripts``, which the stamp covers): --output / --force, the peer and
+    photo checks, the stamp, then per bundle: build, seed, save the weights, export, and write
+    the cases (the box branch by ``box_heads``, standard_box_heads' signature)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="directory for the bundles and cases")
     parser.add_argument("--force", action="store_true", help="regenerate even when the stamp matches")
@@ -566,6 +593,8 @@ def run(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles: Seq
         model = build_model(cfg).eval()
         seed_weights(model, SEED, spec.get("background_bias", 7.5), spec.get("keypoint_logits_std", 1.0),
                      spec.get("class_logits_std", 3.0))
+        if spec.get("after_seed"):
+            spec["after_seed"](model)
         weights = os.path.join(tmp, f"{spec['name']}.weights.pth")
         torch.save(model.state_dict(), weights)
         bundle_dir = os.path.join(tmp, spec["name"])
@@ -587,7 +616,7 @@ def run(argv: Optional[Sequence[str]], *, doc: str, generator: str, bundles: Seq
         for photo in spec["photos"]:
             t1 = time.time()
             meta = write_case(spec, cfg, model, modules, model_json, photo, os.path.join(bundle_dir, "cases", photo),
-                              generator)
+                              generator, box_heads)
             log(f"{spec['name']}/{photo}: {meta['original_height']}x{meta['original_width']} -> "
                 f"{meta['resized_height']}x{meta['resized_width']}; proposals {meta['num_proposals']} "
                 f"(roi levels {meta['proposals_per_roi_level']}); detections {meta['num_detections']} of "

@@ -77,7 +77,7 @@ def level_stride(name: str) -> int:
 #: ROI_HEADS.NAME values the exporter handles: StandardROIHeads (FPN, DC5: pooler -> box head)
 #: and Res5ROIHeads (C4: pooler on res4 -> res5 -> mean -> predictor, the res5 stage being part
 #: of the exported box and mask head modules).
-SUPPORTED_ROI_HEADS = ("StandardROIHeads", "Res5ROIHeads")
+SUPPORTED_ROI_HEADS = ("StandardROIHeads", "CascadeROIHeads", "Res5ROIHeads")
 
 
 def is_res5_heads(cfg: Mapping[str, Any]) -> bool:
@@ -101,13 +101,21 @@ def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
     heads = cfg_get(cfg, "MODEL.ROI_HEADS.NAME", "StandardROIHeads")
     if heads not in SUPPORTED_ROI_HEADS:
         raise core.ExportError(f"MODEL.ROI_HEADS.NAME = {heads!r} is not supported (only "
-                               f"{' and '.join(SUPPORTED_ROI_HEADS)})")
+                               f"{', '.join(SUPPORTED_ROI_HEADS)})")
     if heads == "Res5ROIHeads":
         levels = list(cfg_get(cfg, "MODEL.ROI_HEADS.IN_FEATURES"))
         if len(levels) != 1:
             raise core.ExportError(f"MODEL.ROI_HEADS.IN_FEATURES = {levels}: Res5ROIHeads pools one feature map")
         if exports_keypoints(cfg, boxes_only):
             raise core.ExportError("MODEL.KEYPOINT_ON with Res5ROIHeads is not supported (Detectron2 has none)")
+    if is_cascade(cfg):
+        weights = cfg_get(cfg, "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS")
+        if len(weights) < 2 or any(len(w) != 4 for w in weights):
+            raise core.ExportError(f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = {weights!r}: expected two or "
+                                   "more stages of 4 weights")
+        if not cfg_get(cfg, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False):
+            raise core.ExportError("CascadeROIHeads needs MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True (as "
+                                   "Detectron2 requires)")
     if exports_keypoints(cfg, boxes_only):
         if exports_masks(cfg, boxes_only):
             raise core.ExportError("MODEL.MASK_ON and MODEL.KEYPOINT_ON together are not supported "
@@ -135,6 +143,29 @@ def check_supported(cfg: Mapping[str, Any], boxes_only: bool = False) -> None:
     fmt = cfg_get(cfg, "INPUT.FORMAT")
     if fmt not in ("BGR", "RGB"):
         raise core.ExportError(f"INPUT.FORMAT = {fmt!r}: only BGR and RGB inputs")
+
+
+def is_cascade(cfg: Mapping[str, Any]) -> bool:
+    """True for a Cascade R-CNN config (MODEL.ROI_HEADS.NAME CascadeROIHeads)."""
+    return cfg_get(cfg, "MODEL.ROI_HEADS.NAME", "StandardROIHeads") == "CascadeROIHeads"
+
+
+def cascade_module_key(stage: int) -> str:
+    """modules key of cascade stage ``stage``'s box head: box_head, box_head_stage1, ..."""
+    return "box_head" if stage == 0 else f"box_head_stage{stage}"
+
+
+def add_cascade(model_json: Dict[str, Any], cfg: Mapping[str, Any], static_rois: Optional[int]) -> None:
+    """Cascade R-CNN: ``roi_heads.cascade``, one entry per stage (its box head module and its
+    box-regression weights, MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS), one box head module
+    per stage, and ``roi_heads.box_weights`` = the last stage's (the final decode's)."""
+    weights = [[float(v) for v in w] for w in cfg_get(cfg, "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS")]
+    heads = model_json["roi_heads"]
+    heads["box_weights"] = weights[-1]
+    heads["cascade"] = [{"module": cascade_module_key(k), "box_weights": w} for k, w in enumerate(weights)]
+    modules = model_json["modules"]
+    for k in range(1, len(weights)):
+        modules[cascade_module_key(k)] = {"file": f"{cascade_module_key(k)}.pt", "static_rois": static_rois}
 
 
 def exports_masks(cfg: Mapping[str, Any], boxes_only: bool = False) -> bool:
@@ -342,6 +373,8 @@ def model_json_from_cfg(cfg: Mapping[str, Any], *, config: str, classes: Sequenc
         "postprocess": {"clip": True, "drop_empty": True},
         "classes": [str(c) for c in classes],
     }
+    if is_cascade(cfg):
+        add_cascade(model_json, cfg, static_rois)
     if masks:
         model_json["modules"]["mask_head"] = {
             "file": "mask_head.pt", "static_rois": core.mask_static_rois(static_rois, detections_per_image)}
@@ -522,6 +555,36 @@ def is_res5_model(model: Any) -> bool:
     return hasattr(model.roi_heads, "res5") and not hasattr(model.roi_heads, "box_head")
 
 
+def box_head_wrapper(model: Any, stage: int = 0):
+    """roi_heads.box_head, then box_predictor: (class_logits, box_deltas); for CascadeROIHeads
+    (per-stage lists of both) those of cascade stage ``stage``."""
+    from torch import nn
+
+    class D2BoxHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            heads = model.roi_heads
+            cascade = isinstance(heads.box_predictor, nn.ModuleList)
+            self.box_head = heads.box_head[stage] if cascade else heads.box_head
+            self.box_predictor = heads.box_predictor[stage] if cascade else heads.box_predictor
+
+        def forward(self, box_features):
+            return self.box_predictor(self.box_head(box_features))
+
+    return D2BoxHead()
+
+
+def cascade_specs(model: Any, model_json: Dict[str, Any], box_spec: Any) -> List[Any]:
+    """The box head modules of cascade stages 1, 2, ... (stage 0 is ``box_spec``, the bundle's
+    box_head), traced and checked on the box head's example inputs."""
+    stages = model_json["roi_heads"].get("cascade", [])
+    if len(model.roi_heads.box_predictor) != len(stages):
+        raise core.ExportError(f"the built CascadeROIHeads has {len(model.roi_heads.box_predictor)} stages, "
+                               f"MODEL.ROI_BOX_CASCADE_HEAD {len(stages)}")
+    return [core.ModuleSpec(entry["module"], box_head_wrapper(model, k), box_spec.inputs, box_spec.flatten,
+                            box_spec.validate) for k, entry in enumerate(stages) if k > 0]
+
+
 def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
     """(backbone_rpn, box_head) wrappers, and with ``masks`` / ``keypoints`` a third: the mask
     head or the keypoint head. For Res5ROIHeads (C4) the box and mask head wrappers each
@@ -544,17 +607,6 @@ def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
             features = self.backbone(images)
             objectness, deltas = self.rpn_head([features[f] for f in self.rpn_in_features])
             return objectness, deltas, [features[f] for f in self.roi_in_features]
-
-    class D2BoxHead(nn.Module):
-        """roi_heads.box_head, then box_predictor: (class_logits, box_deltas)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.box_head = model.roi_heads.box_head
-            self.box_predictor = model.roi_heads.box_predictor
-
-        def forward(self, box_features: torch.Tensor):
-            return self.box_predictor(self.box_head(box_features))
 
     class D2MaskHead(nn.Module):
         """roi_heads.mask_head.layers: MaskRCNNConvUpsampleHead's convs, deconv and predictor,
@@ -610,10 +662,10 @@ def make_wrappers(model: Any, masks: bool = False, keypoints: bool = False):
             raise core.ExportError("Res5ROIHeads has no keypoint head")
         return (D2BackboneRPN(), D2Res5BoxHead(), D2Res5MaskHead()) if masks else (D2BackboneRPN(), D2Res5BoxHead())
     if masks:
-        return D2BackboneRPN(), D2BoxHead(), D2MaskHead()
+        return D2BackboneRPN(), box_head_wrapper(model), D2MaskHead()
     if keypoints:
-        return D2BackboneRPN(), D2BoxHead(), D2KeypointHead()
-    return D2BackboneRPN(), D2BoxHead()
+        return D2BackboneRPN(), box_head_wrapper(model), D2KeypointHead()
+    return D2BackboneRPN(), box_head_wrapper(model)
 
 
 def check_model_matches(model: Any, model_json: Dict[str, Any]) -> None:
@@ -677,7 +729,7 @@ config:
   CLS_AGNOSTIC_BBOX_REG), TEST.DETECTIONS_PER_IMAGE; strides and channels from the built
   backbone; class names from MetadataCatalog of DATASETS.TEST[0] (or --classes FILE).
   Supported: GeneralizedRCNN with an FPN, C4 or DC5 backbone, StandardRPNHead,
-  StandardROIHeads or Res5ROIHeads, ROIAlign/ROIAlignV2 (not ROIPool).
+  StandardROIHeads, CascadeROIHeads or Res5ROIHeads, ROIAlign/ROIAlignV2 (not ROIPool).
 
 C4 and DC5 (one feature map, e.g. COCO-Detection/faster_rcnn_R_50_C4_3x.yaml, _DC5_3x.yaml):
   the RPN and the RoI pooler read one map (C4: res4; DC5: res5, dilated, stride 16: strides
@@ -685,6 +737,12 @@ C4 and DC5 (one feature map, e.g. COCO-Detection/faster_rcnn_R_50_C4_3x.yaml, _D
   C4's Res5ROIHeads: box_head.pt is res5 + the mean over H, W + box_predictor on the 14x14
   pooled res4 features; with MODEL.MASK_ON, mask_head.pt is res5 + mask_head.layers on the
   same pooler's output for the detections, its logits mask_size = 14 (mask_head.mask_size).
+
+Cascade R-CNN (MODEL.ROI_HEADS.NAME CascadeROIHeads, e.g.
+Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml): one box head module per stage (box_head.pt,
+  box_head_stage1.pt, ...) and roi_heads.cascade: each stage's module and box-regression
+  weights (MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS); the runtime refines the boxes stage
+  by stage and averages the stages' class probabilities, as CascadeROIHeads does.
 
 Mask R-CNN (MODEL.MASK_ON, e.g. COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml):
   model.json gets architecture "mask_rcnn" and a mask_head object from MODEL.ROI_MASK_HEAD
@@ -772,6 +830,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         specs = core.standard_specs(model_json, wrappers[0], wrappers[1], device=torch.device(device),
                                     mask_head=wrappers[2] if masks else None,
                                     keypoint_head=wrappers[2] if keypoints else None)
+        if "cascade" in model_json["roi_heads"]:
+            specs += cascade_specs(model, model_json, next(s for s in specs if s.key == "box_head"))
         core.export_bundle(args.output, model_json, specs, target=args.target, tolerance=args.tolerance,
                            freeze=args.freeze, channels_last=args.channels_last,
                            features_layout=args.features_layout)

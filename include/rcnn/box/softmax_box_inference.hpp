@@ -87,8 +87,14 @@ struct SoftmaxBoxInference {
     nms.reserve(std::size_t(R));
     out.reserve(std::size_t(std::max(cfg.detections_per_image, 0)));
     for (int r = 0; r < R; ++r) {
-      const float* logits = head.class_logits + std::size_t(r) * head.logits_width;
-      if (!softmax(logits, K + 1, ws.probs.data())) continue;
+      if (head.class_probs) {
+        if (!finite_row(head.class_probs + std::size_t(r) * head.logits_width, K + 1,
+                        ws.probs.data()))
+          continue;
+      } else if (!softmax(head.class_logits + std::size_t(r) * head.logits_width, K + 1,
+                          ws.probs.data())) {
+        continue;
+      }
       const float* deltas = head.box_deltas + std::size_t(r) * head.deltas_width;
       for (int c = 0; c < K; ++c) {
         const float score = ws.probs[std::size_t(c + first_fg)];
@@ -113,6 +119,15 @@ struct SoftmaxBoxInference {
       out[i] = Detection{ws.candidates.boxes[j], ws.candidates.scores[j],
                          ws.candidate_classes[j]};
     }
+  }
+
+  /// Copies n probabilities to p; false when one is not finite (Detectron2's valid_mask).
+  static bool finite_row(const float* x, int n, float* p) {
+    for (int i = 0; i < n; ++i) {
+      if (!std::isfinite(x[i])) return false;
+      p[i] = x[i];
+    }
+    return true;
   }
 
   /// Softmax over n logits as ATen's CPU kernel orders it: max, exp(x - max), sum, then

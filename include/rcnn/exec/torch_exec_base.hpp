@@ -167,19 +167,19 @@ class TorchModulesExec {
   }
 
   void run_box_head(const TensorView& rois, BoxHeadOutputs& out) {
-    TorchRunScope scope(intra_op_threads_);
-    const c10::IValue result = forward(box_head_, box_head_file_, rois);
-    if (!result.isTuple() || result.toTupleRef().elements().size() != 2)
-      fail(box_head_file_ +
-           ": expected forward() to return a tuple (class_logits, box_deltas), got " +
-           result.tagKind());
-    const auto& elems = result.toTupleRef().elements();
-    torch_guarded(box_head_file_, [&] {
-      held_head_[0] = checked(elems[0], "class_logits", box_head_file_, 2);
-      held_head_[1] = checked(elems[1], "box_deltas", box_head_file_, 2);
-    });
-    out.class_logits = view_of(held_head_[0]);
-    out.box_deltas = view_of(held_head_[1]);
+    run_box_module(box_head_, box_head_file_, rois, out);
+  }
+
+  /// Runs the box head of Cascade R-CNN stage `stage` (>= 1; stage 0 is run_box_head) on
+  /// pooled features [R, C, P, P]; outputs as run_box_head's. Errors: rcnn::Error when the
+  /// bundle has no such stage or the module fails.
+  void run_cascade_box_head(std::size_t stage, const TensorView& rois, BoxHeadOutputs& out) {
+    if (stage == 0) return run_box_head(rois, out);
+    if (stage > cascade_heads_.size())
+      fail("run_cascade_box_head: the bundle has " + std::to_string(cascade_heads_.size() + 1) +
+           " box head stages (model.json roi_heads.cascade), asked for stage " +
+           std::to_string(stage));
+    run_box_module(cascade_heads_[stage - 1], cascade_files_[stage - 1], rois, out);
   }
 
   /// Runs the mask head (Mask R-CNN bundles) on pooled features [R, C, P, P]; `out.logits`
@@ -224,6 +224,12 @@ class TorchModulesExec {
     features_layout_ = cfg.backbone.features_layout;
     backbone_ = load_module(backbone_file_, device_);
     box_head_ = load_module(box_head_file_, device_);
+    cascade_files_.clear();
+    cascade_heads_.clear();
+    for (const ModuleConfig& m : cfg.modules.cascade_box_heads) {
+      cascade_files_.push_back((dir / m.file).string());
+      cascade_heads_.push_back(load_module(cascade_files_.back(), device_));
+    }
     if (cfg.modules.mask_head) {
       mask_head_file_ = (dir / cfg.modules.mask_head->file).string();
       mask_head_ = load_module(mask_head_file_, device_);
@@ -263,6 +269,23 @@ class TorchModulesExec {
     const c10::IValue result = forward(module, file, rois);
     torch_guarded(file, [&] { held = checked(result, what, file, 4); });
     return view_of(held);
+  }
+
+  /// One box head module (the box head, or a cascade stage's): (class_logits, box_deltas).
+  void run_box_module(torch::jit::Module& module, const std::string& file, const TensorView& rois,
+                      BoxHeadOutputs& out) {
+    TorchRunScope scope(intra_op_threads_);
+    const c10::IValue result = forward(module, file, rois);
+    if (!result.isTuple() || result.toTupleRef().elements().size() != 2)
+      fail(file + ": expected forward() to return a tuple (class_logits, box_deltas), got " +
+           result.tagKind());
+    const auto& elems = result.toTupleRef().elements();
+    torch_guarded(file, [&] {
+      held_head_[0] = checked(elems[0], "class_logits", file, 2);
+      held_head_[1] = checked(elems[1], "box_deltas", file, 2);
+    });
+    out.class_logits = view_of(held_head_[0]);
+    out.box_deltas = view_of(held_head_[1]);
   }
 
   at::Tensor from_view(const TensorView& v) const {
@@ -328,6 +351,8 @@ class TorchModulesExec {
   int intra_op_threads_;
   std::string backbone_file_, box_head_file_, mask_head_file_, keypoint_head_file_;
   torch::jit::Module backbone_, box_head_, mask_head_, keypoint_head_;
+  std::vector<std::string> cascade_files_;      ///< cascade stages 1, 2, ...
+  std::vector<torch::jit::Module> cascade_heads_;
   bool has_mask_head_ = false, has_keypoint_head_ = false;
   Layout features_layout_ = Layout::nchw;
   at::Tensor held_mask_, held_keypoints_;

@@ -184,6 +184,49 @@ inline KeypointHeadConfig read_keypoint_head(const JsonNode& kp) {
   return k;
 }
 
+/// `roi_heads.cascade` (Cascade R-CNN): an array of two or more stages {"module": key of
+/// `modules`, "box_weights": [4 numbers > 0]}; stage 0's module is "box_head", the others
+/// are read from `modules` (distinct keys); the deltas are class-agnostic and the final
+/// decode's `roi_heads.box_weights` are the last stage's.
+inline void read_cascade(const JsonNode& cascade, const JsonNode& heads, const JsonNode& modules,
+                         ModelConfig& cfg) {
+  const std::string expectation = "null or an array of 2 or more stages {\"module\", \"box_weights\"}";
+  const std::size_t n = cascade.array_size(expectation);
+  if (n < 2) cascade.expected_value(expectation);
+  RoiHeadsConfig& h = cfg.roi_heads;
+  if (!h.class_agnostic_box_regression)
+    heads.child("class_agnostic_box_regression")
+        .expected_value("true with roi_heads.cascade (each stage refines one box per RoI)");
+  h.cascade.clear();
+  cfg.modules.cascade_box_heads.clear();
+  for (std::size_t k = 0; k < n; ++k) {
+    const JsonNode stage = cascade.element(k);
+    stage.require_object();
+    CascadeStageConfig c;
+    const JsonNode module = stage.child("module");
+    c.module = read_string(module, "a key of modules (string)");
+    if (k == 0 && c.module != "box_head")
+      module.expected_value("\"box_head\" (stage 0 runs the bundle's box head)");
+    if (k > 0) {
+      if (c.module == "box_head" || c.module == "backbone_rpn" || c.module == "mask_head" ||
+          c.module == "neuron_library")
+        module.expected_value("the key of this stage's own box head module");
+      for (std::size_t j = 1; j < k; ++j)
+        if (h.cascade[j].module == c.module)
+          module.fail("stage " + std::to_string(k) + " repeats stage " + std::to_string(j) +
+                      "'s module \"" + c.module + "\"");
+      cfg.modules.cascade_box_heads.push_back(read_module(
+          modules.child(c.module, "roi_heads.cascade[" + std::to_string(k) + "] names it"),
+          cfg.input, false));
+    }
+    c.box_weights = read_float_array<4>(stage.child("box_weights"), 0.0, true);
+    h.cascade.push_back(std::move(c));
+  }
+  if (h.cascade.back().box_weights != h.box_weights)
+    heads.child("box_weights")
+        .expected_value("the last cascade stage's box_weights (the final decode uses them)");
+}
+
 }  // namespace detail
 
 /// Parses and validates the text of a bundle's model.json. `source_name` is the file name used
@@ -415,6 +458,8 @@ inline ModelConfig parse_model_json(std::string_view json_text,
       if (!min_box.json().is_number()) min_box.expected_type("null or a number >= 0");
       h.min_box_size = read_float_in(min_box, 0.0, false, unbounded, false);
     }
+    if (const auto cascade = heads.find("cascade"); cascade && !cascade->is_null())
+      detail::read_cascade(*cascade, heads, root.child("modules"), cfg);
   }
 
   // mask_head (mask_rcnn only)

@@ -42,7 +42,7 @@ inline bool is_known_bundle_key(std::string_view key) {
       "class_agnostic_box_regression", "pooler_resolution", "sampling_ratio", "aligned",
       "canonical_box_size", "canonical_level", "level_eps", "level_eps_inside_log",
       "detections_per_image", "class_agnostic", "mask_threshold", "paste", "mask_size", "postprocess",
-      "clip", "drop_empty", "classes", "category_ids"};
+      "clip", "drop_empty", "classes", "category_ids", "cascade", "module"};
   return std::find(std::begin(known), std::end(known), key) != std::end(known);
 }
 

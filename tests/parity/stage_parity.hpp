@@ -28,7 +28,6 @@ struct RecordingExec {
     box_head_rows.push_back(in.shape[0]);
     inner.run_box_head(in, out);
   }
-  void run_mask_head(const rcnn::TensorView& in, rcnn::MaskHeadOutputs& out) { inner.run_mask_head(in, out); }
   void run_cascade_box_head(std::size_t stage, const rcnn::TensorView& in, rcnn::BoxHeadOutputs& out) {
     cascade_rows.emplace_back(stage, in.shape[0]);
     inner.run_cascade_box_head(stage, in, out);

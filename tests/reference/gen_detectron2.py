@@ -297,20 +297,24 @@ def resize_for(cfg, spec: Dict[str, Any], bgr):
 
 
 def standard_box_heads(heads, box_in, proposals, save):
-    """StandardROIHeads' box branch on the proposals, every stage saved: box_features,
-    box_level, class_logits, box_deltas. Returns (instances, box_features, box_level, logits,
-    box_deltas)."""
+    """StandardROIHeads' (or Res5ROIHeads': one pooler, res5, mean over H and W, predictor)
+    box branch on the proposals, every stage saved: box_features, box_level, class_logits,
+    box_deltas. Returns (instances, box_features, box_level, logits, box_deltas)."""
     import torch
     from detectron2.modeling.poolers import assign_boxes_to_levels
 
     props = proposals[0]
-    pooler = heads.box_pooler
+    res5 = getattr(heads, "res5", None) if not hasattr(heads, "box_head") else None  # Res5ROIHeads (C4)
+    pooler = heads.pooler if res5 is not None else heads.box_pooler
     box_features = pooler(box_in, [props.proposal_boxes])
     save("box_features", box_features)
     box_level = assign_boxes_to_levels([props.proposal_boxes], pooler.min_level, pooler.max_level,
                                        pooler.canonical_box_size, pooler.canonical_level)
     save("box_level", box_level.to(torch.int64))
-    logits, box_deltas = heads.box_predictor(heads.box_head(box_features))
+    if res5 is not None:
+        logits, box_deltas = heads.box_predictor(res5(box_features).mean(dim=[2, 3]))
+    else:
+        logits, box_deltas = heads.box_predictor(heads.box_head(box_features))
     save("class_logits", logits)
     save("box_deltas", box_deltas)
     instances, _ = heads.box_predictor.inference((logits, box_deltas), proposals)
@@ -372,19 +376,7 @@ def write_case(spec, cfg, model, modules, model_json, photo: str, case_dir: str,
         save("proposals", props.proposal_boxes.tensor)
         save("proposal_logits", props.objectness_logits)
         box_in = [features[f] for f in in_features]
-        if res5 is not None:  # Res5ROIHeads.forward: one pooler, res5, mean over H, W, predictor
-            pooler = heads.pooler
-            box_features = pooler(box_in, [props.proposal_boxes])
-            save("box_features", box_features)
-            box_level = assign_boxes_to_levels([props.proposal_boxes], pooler.min_level, pooler.max_level,
-                                               pooler.canonical_box_size, pooler.canonical_level)
-            save("box_level", box_level.to(torch.int64))
-            logits, box_deltas = heads.box_predictor(res5(box_features).mean(dim=[2, 3]))
-            save("class_logits", logits)
-            save("box_deltas", box_deltas)
-            instances, _ = heads.box_predictor.inference((logits, box_deltas), proposals)
-        else:
-            instances, box_features, box_level, logits, box_deltas = box_heads(heads, box_in, proposals, save)
+        instances, box_features, box_level, logits, box_deltas = box_heads(heads, box_in, proposals, save)
         inst = instances[0]
         dets = torch.cat([inst.pred_boxes.tensor, inst.scores[:, None], inst.pred_classes[:, None].float()], 1)
         save("detections_resized", dets)

@@ -27,9 +27,10 @@ def main() -> int:
             print(f"  {d['class_name']:<16} {d['score']:6.3f}  [{box}]")
         if len(dets) > args.top:
             print(f"  ... {len(dets) - args.top} more")
-        # the mask stages of a box-only model are always 0: leave them out
-        masks = any("segmentation" in d for d in dets)
-        t = {k: v for k, v in r["timing_ms"].items() if masks or not k.startswith("mask_")}
+        # the mask / keypoint stages of a model without that head are always 0: leave them out
+        heads = {"mask_": any("segmentation" in d for d in dets), "keypoint_": any("keypoints" in d for d in dets)}
+        t = {k: v for k, v in r["timing_ms"].items()
+             if all(on or not k.startswith(prefix) for prefix, on in heads.items())}
         print("  timing (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
     return 0
 

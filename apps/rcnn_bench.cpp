@@ -25,6 +25,7 @@
 #include <torch/version.h>
 
 #include <rcnn/cv/image.hpp>
+#include <rcnn/exec/host_allocator.hpp>
 #include <rcnn/exec/torchscript_exec.hpp>
 #include <rcnn/load.hpp>
 #include <rcnn/preprocess/omp_preprocess.hpp>
@@ -119,7 +120,7 @@ int main(int argc, char** argv) {
   std::string model, image_path, json_out;
   int models = 1, threads = 1, iterations = 20, warmup = 2, batch = 1;
   int intra_op = 1, omp_threads = 1;
-  bool profile = false;
+  bool profile = false, no_host_cache = false;
   app.add_option("--model,-m", model, "model bundle directory (contains model.json)")->required();
   app.add_option("--models", models, "N: detector replicas (default 1)")->check(CLI::Range(1, 256));
   app.add_option("--threads", threads, "M: worker threads (default 1)")->check(CLI::Range(1, 256));
@@ -136,9 +137,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   app.add_option("--json", json_out, "also write the results as JSON to this file ('-': stdout)");
   app.add_flag("--profile", profile, "also print the per-stage profile of all replicas");
+  app.add_flag("--no-host-cache", no_host_cache,
+               "keep LibTorch's default CPU allocator instead of rcnn's caching huge-page one "
+               "(rcnn/exec/host_allocator.hpp; docs/performance.md)");
   app.add_option("image", image_path, "the image every call runs on")->required();
   CLI11_PARSE(app, argc, argv);
 
+  if (!no_host_cache) rcnn::install_caching_host_allocator();
   try {
     cv::Mat img = rcnn::cv_io::read_image(image_path);
     cv::Mat storage;

@@ -22,6 +22,7 @@
 
 #include <rcnn/cv/draw.hpp>
 #include <rcnn/cv/image.hpp>
+#include <rcnn/exec/host_allocator.hpp>
 #include <rcnn/exec/torchscript_exec.hpp>
 #include <rcnn/load.hpp>
 #include <rcnn/mask/omp_paste.hpp>
@@ -279,8 +280,9 @@ int main(int argc, char** argv) {
   app.add_flag("--profile", profile,
                "after all images, print a per-stage profile (calls, total, mean, share) on stderr");
   app.add_flag("--low-memory", low_memory,
-               "return LibTorch's large blocks to the system when freed (fixed glibc mmap "
-               "threshold of 128 KiB): about half the peak memory, but ~20% slower networks "
+               "return LibTorch's large blocks to the system when freed (LibTorch's default "
+               "CPU allocator instead of rcnn's caching huge-page one, and a fixed glibc mmap "
+               "threshold of 128 KiB): lower peak memory, but slower networks and glue "
                "(docs/performance.md)");
   app.add_option("inputs", inputs, "images, folders, @lists, videos, camera indices")->required();
   try {
@@ -299,14 +301,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rcnn-detect: warning: --coco-annotations is used only with --format coco\n");
 
 #if defined(__GLIBC__)
-  // glibc's default raises its mmap threshold as large blocks are freed and then keeps them
-  // in the heap: LibTorch's activations are reused without page faults (fast), at the cost
+  // glibc's default raises its mmap threshold (up to 32 MiB) as large blocks are freed and
+  // then keeps blocks below it in the heap, reused without page faults (fast), at the cost
   // of a higher peak RSS. --low-memory trades the other way (measured in
   // docs/performance.md). A process-wide choice: the program's, not the library's.
   if (low_memory) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#else
-  (void)low_memory;
 #endif
+  // By default LibTorch's tensors come from rcnn's caching huge-page allocator: the next
+  // image reuses the last one's activation blocks instead of mapping and faulting them in
+  // again (rcnn/exec/host_allocator.hpp). Process-wide, so the program's choice.
+  if (!low_memory) rcnn::install_caching_host_allocator();
 
   std::size_t skipped = 0, images_done = 0, detections = 0;
   std::vector<std::string> skipped_names;

@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "../detail/huge_pages.hpp"
 #include "../detail/output_checks.hpp"
+#include "preprocess.hpp"
 #include "../stage_io.hpp"
 #include "../types.hpp"
 
@@ -22,7 +24,7 @@ class BatchInput {
   /// Capacity for `n` images padded to `padded`.
   void reserve(std::size_t n, Size padded) {
     const std::size_t per = 3 * std::size_t(padded.height) * std::size_t(padded.width);
-    input_.reserve(n * per);
+    detail::reserve_on_huge_pages(input_, n * per);
     results_.reserve(n);
     if (n > 1) {
       per_image_.resize(std::max(per_image_.size(), n));
@@ -38,6 +40,11 @@ class BatchInput {
     results_.resize(n);
     if (n == 1) {
       detail::check_fits_static_shape(cfg, images[0], pad_to);
+      // The output's storage is set up here, on huge pages, before the policy touches it.
+      const Size padded = detail::padded_shape(
+          detail::checked_resized_shape(detail::check_image(images[0]), cfg.input, cfg.conventions),
+          cfg.input.size_divisibility, pad_to);
+      detail::reserve_on_huge_pages(input_, 3 * std::size_t(padded.height) * std::size_t(padded.width));
       results_[0] = pre(images[0], cfg.input, input_, pad_to);
       detail::check_padded(cfg, results_[0], pad_to);
       padded_ = results_[0].padded;
@@ -53,6 +60,7 @@ class BatchInput {
       padded_.width = std::max(padded_.width, results_[i].padded.width);
     }
     const std::size_t plane = std::size_t(padded_.height) * padded_.width;
+    detail::reserve_on_huge_pages(input_, n * 3 * plane);
     input_.assign(n * 3 * plane, 0.f);
     for (std::size_t i = 0; i < n; ++i) {
       const Size p = results_[i].padded;

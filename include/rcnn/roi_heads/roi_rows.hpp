@@ -15,6 +15,7 @@
 
 #include "../config.hpp"
 #include "../concepts.hpp"
+#include "../detail/huge_pages.hpp"
 #include "../exec/outputs.hpp"
 #include "../roi_align/level_mapper.hpp"
 #include "../types.hpp"
@@ -143,7 +144,7 @@ class RoiRows {
   std::size_t roi_size() const { return roi_size_; }
 
  private:
-  std::vector<float> features_;
+  detail::HostVector<float> features_;  ///< on huge pages (detail/huge_pages.hpp)
   std::vector<std::ptrdiff_t> row_item_;
   std::vector<int> levels_;
   std::vector<std::size_t> first_item_, first_row_;

@@ -29,6 +29,7 @@
 #include <rcnn/exec/torchscript_exec.hpp>
 #include <rcnn/load.hpp>
 #include <rcnn/preprocess/omp_preprocess.hpp>
+#include <rcnn/proposals/omp_topk_proposal_selector.hpp>
 #include <rcnn/roi_align/simd_roi_align.hpp>
 
 namespace fs = std::filesystem;
@@ -62,7 +63,8 @@ struct CpuStageProfiler : rcnn::StageProfiler {
 
 /// The default stages with the CPU-time stage profiler and the OpenMP one-pass preprocessing.
 template <class S>
-using BenchStages = rcnn::WithProfiler<rcnn::WithOmpPreprocess<S>, CpuStageProfiler>;
+using BenchStages =
+    rcnn::WithProfiler<rcnn::WithOmpProposals<rcnn::WithOmpPreprocess<S>>, CpuStageProfiler>;
 using Detector = rcnn::AnyDetector<rcnn::TorchScriptExec, rcnn::SimdRoIAlign, BenchStages>;
 
 std::string cpu_model() {

@@ -28,6 +28,7 @@
 #include <rcnn/mask/omp_paste.hpp>
 #include <rcnn/mask/rle.hpp>
 #include <rcnn/preprocess/omp_preprocess.hpp>
+#include <rcnn/proposals/omp_topk_proposal_selector.hpp>
 #include <rcnn/roi_align/simd_roi_align.hpp>
 #include <rcnn/version.hpp>
 
@@ -199,7 +200,8 @@ void check_writable_dir(const fs::path& dir) {
 /// OpenMP one-pass preprocessing and the OpenMP mask pastes (all bit-identical to the
 /// reference policies).
 template <class S>
-using CliStages = rcnn::WithProfiler<rcnn::WithOmpPreprocess<rcnn::WithOmpPaste<S>>>;
+using CliStages = rcnn::WithProfiler<
+    rcnn::WithOmpProposals<rcnn::WithOmpPreprocess<rcnn::WithOmpPaste<S>>>>;
 
 int main(int argc, char** argv) {
   CLI::App app{

@@ -38,6 +38,7 @@
 #include <rcnn/preprocess/pil_resize.hpp>
 #include <rcnn/preprocess/preprocess.hpp>
 #include <rcnn/preprocess/torch_resize.hpp>
+#include <rcnn/proposals/omp_topk_proposal_selector.hpp>
 #include <rcnn/proposals/topk_proposal_selector.hpp>
 #include <rcnn/roi_align/level_mapper.hpp>
 #include <rcnn/roi_align/omp_roi_align.hpp>
@@ -190,6 +191,21 @@ void BM_Proposals(benchmark::State& state) {
   state.counters["proposals"] = double(out.size());
 }
 BENCHMARK(BM_Proposals)->Name("Proposals/800x800/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The same with the ranking and the per-level NMS on OpenMP threads (same proposals).
+void BM_OmpProposals(benchmark::State& state) {
+  static const ProposalWorkload w;
+  rcnn::OmpTopKProposalSelector select;
+  select.num_threads = int(state.range(0));
+  rcnn::BitmaskNms nms;
+  rcnn::ScoredBoxes out;
+  for (auto _ : state) {
+    select(w.inputs, w.image, w.rpn, nms, out);
+    benchmark::DoNotOptimize(out.boxes.data());
+  }
+  state.counters["proposals"] = double(out.size());
+}
+BENCHMARK(BM_OmpProposals)->Name("OmpProposals/800x800")->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // ---- Anchors of P2..P6 at 800 x 800 (computed once per input size in a Detector) ----------
 

@@ -53,16 +53,39 @@ struct TopKProposalSelector {
   template <class Nms>
   void operator()(std::span<const RpnLevelInput> levels, Size image, const RpnConfig& cfg,
                   Nms& nms, ScoredBoxes& out) {
-    const BoxCoder coder{cfg.box_weights, cfg.scale_clamp};
-    const bool use_sigmoid = cfg.nms_scores == RpnConfig::NmsScores::sigmoid;
+    prepare(levels, cfg, nms, out);
+    for (std::size_t l = 0; l < levels.size(); ++l) {
+      const RpnLevelInput& in = levels[l];
+      level_keys(in, 0, std::size_t(in.objectness.height) * std::size_t(in.objectness.width),
+                 ws.topk.keys);
+      detail::topk_indices_of_keys(ws.topk.keys, std::size_t(cfg.pre_nms_topk), ws.order, ws.topk);
+      append_candidates(l, in, ws.order, image, cfg);
+    }
+    finish(cfg, nms, out);
+  }
+
+  /// torch.sigmoid in float32: 1 / (1 + exp(-x)).
+  static float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+ protected:
+  /// Checks the levels' anchor counts and reserves the workspace, `nms` and `out` for the
+  /// most candidates these inputs can give (per level min(top-k, A*H*W)), so that images of
+  /// one size never grow them after the first.
+  template <class Nms>
+  void prepare(std::span<const RpnLevelInput> levels, const RpnConfig& cfg, Nms& nms,
+               ScoredBoxes& out) {
     ws.candidates.clear();
     ws.candidate_levels.clear();
-    // Capacity for the most candidates these inputs can give (per level min(top-k, A*H*W)),
-    // so that images of one size never grow the workspace after the first.
     std::size_t most = 0, most_per_level = 0;
-    for (const RpnLevelInput& in : levels) {
-      const std::size_t m =
-          std::min(in.objectness.size(), std::size_t(std::max(cfg.pre_nms_topk, 0)));
+    for (std::size_t l = 0; l < levels.size(); ++l) {
+      const RpnLevelInput& in = levels[l];
+      const std::size_t n = std::size_t(in.objectness.height) * std::size_t(in.objectness.width) *
+                            std::size_t(in.objectness.channels);
+      detail::require(in.anchors.size() == n, [&] {
+        return "proposals: level " + std::to_string(l) + " has " +
+               std::to_string(in.anchors.size()) + " anchors, expected " + std::to_string(n);
+      });
+      const std::size_t m = std::min(n, std::size_t(std::max(cfg.pre_nms_topk, 0)));
       most += m;
       most_per_level = std::max(most_per_level, m);
     }
@@ -75,41 +98,51 @@ struct TopKProposalSelector {
     const std::size_t most_out = std::min(most, std::size_t(std::max(cfg.post_nms_topk, 0)));
     out.boxes.reserve(most_out);
     out.scores.reserve(most_out);
-    for (std::size_t l = 0; l < levels.size(); ++l) {
-      const RpnLevelInput& in = levels[l];
-      const int A = in.objectness.channels, H = in.objectness.height, W = in.objectness.width;
-      const std::size_t hw = std::size_t(H) * W;
-      const std::size_t n = hw * std::size_t(A);
-      detail::require(in.anchors.size() == n, [&] {
-        return "proposals: level " + std::to_string(l) + " has " +
-               std::to_string(in.anchors.size()) + " anchors, expected " + std::to_string(n);
-      });
-      // The logits' ranking keys, in the heads' (y, x, a) order (one pass, no copy of the
-      // logits: the winners' logits are read back from the map).
-      std::vector<std::uint32_t>& keys = ws.topk.keys;
-      keys.resize(n);
-      for (int a = 0; a < A; ++a) {
-        const float* src = in.objectness.data + std::size_t(a) * hw;
-        std::uint32_t* dst = keys.data() + a;
-        for (std::size_t p = 0; p < hw; ++p) dst[p * std::size_t(A)] = detail::score_descending_key(src[p]);
-      }
-      detail::topk_indices_of_keys(keys, std::size_t(cfg.pre_nms_topk), ws.order, ws.topk);
-      for (int i : ws.order) {
-        const std::size_t p = std::size_t(i) / A;
-        const std::size_t a = std::size_t(i) % A;
-        const float* d = in.deltas.data + (4 * a) * hw + p;
-        Box box = coder.decode(in.anchors[std::size_t(i)], d[0], d[hw], d[2 * hw], d[3 * hw]);
-        const float logit = in.objectness.data[a * hw + p];
-        const float score = use_sigmoid ? sigmoid(logit) : logit;
-        if (!is_finite(box) || !std::isfinite(score)) continue;
-        box = clip_box(box, image);
-        if (!big_enough(box, cfg.min_box_size, cfg.min_box_size_inclusive)) continue;
-        if (cfg.score_threshold && !(score >= *cfg.score_threshold)) continue;
-        ws.candidates.boxes.push_back(box);
-        ws.candidates.scores.push_back(score);
-        ws.candidate_levels.push_back(int(l));
-      }
+  }
+
+  /// The ranking keys of cells [p0, p1) of a level's logits, in the heads' (y, x, a) order:
+  /// keys[(p - p0) * A + a] (one pass, no copy of the logits: the winners' logits are read
+  /// back from the map).
+  static void level_keys(const RpnLevelInput& in, std::size_t p0, std::size_t p1,
+                         std::vector<std::uint32_t>& keys) {
+    const std::size_t A = std::size_t(in.objectness.channels);
+    const std::size_t hw = std::size_t(in.objectness.height) * std::size_t(in.objectness.width);
+    keys.resize((p1 - p0) * A);
+    for (std::size_t a = 0; a < A; ++a) {
+      const float* src = in.objectness.data + a * hw;
+      std::uint32_t* dst = keys.data() + a;
+      for (std::size_t p = p0; p < p1; ++p) dst[(p - p0) * A] = detail::score_descending_key(src[p]);
     }
+  }
+
+  /// Decodes, clips and filters a level's top-k (`order`: indices in (y, x, a) order, best
+  /// first) into the candidates.
+  void append_candidates(std::size_t l, const RpnLevelInput& in, std::span<const int> order,
+                         Size image, const RpnConfig& cfg) {
+    const BoxCoder coder{cfg.box_weights, cfg.scale_clamp};
+    const bool use_sigmoid = cfg.nms_scores == RpnConfig::NmsScores::sigmoid;
+    const std::size_t A = std::size_t(in.objectness.channels);
+    const std::size_t hw = std::size_t(in.objectness.height) * std::size_t(in.objectness.width);
+    for (int i : order) {
+      const std::size_t p = std::size_t(i) / A;
+      const std::size_t a = std::size_t(i) % A;
+      const float* d = in.deltas.data + (4 * a) * hw + p;
+      Box box = coder.decode(in.anchors[std::size_t(i)], d[0], d[hw], d[2 * hw], d[3 * hw]);
+      const float logit = in.objectness.data[a * hw + p];
+      const float score = use_sigmoid ? sigmoid(logit) : logit;
+      if (!is_finite(box) || !std::isfinite(score)) continue;
+      box = clip_box(box, image);
+      if (!big_enough(box, cfg.min_box_size, cfg.min_box_size_inclusive)) continue;
+      if (cfg.score_threshold && !(score >= *cfg.score_threshold)) continue;
+      ws.candidates.boxes.push_back(box);
+      ws.candidates.scores.push_back(score);
+      ws.candidate_levels.push_back(int(l));
+    }
+  }
+
+  /// NMS per level over the candidates, then the post-NMS top-k into `out`.
+  template <class Nms>
+  void finish(const RpnConfig& cfg, Nms& nms, ScoredBoxes& out) {
     batched_nms(nms, std::span<const Box>(ws.candidates.boxes),
                 std::span<float>(ws.candidates.scores),
                 std::span<const int>(ws.candidate_levels), cfg.nms_threshold, ws.keep, ws.nms);
@@ -121,9 +154,6 @@ struct TopKProposalSelector {
       out.scores[i] = ws.candidates.scores[std::size_t(ws.keep[i])];
     }
   }
-
-  /// torch.sigmoid in float32: 1 / (1 + exp(-x)).
-  static float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 };
 
 }  // namespace rcnn

@@ -1,6 +1,6 @@
 #pragma once
 /// \file omp_topk_proposal_selector.hpp
-/// RPN proposal selection with the per-level top-k on `num_threads` OpenMP threads
+/// RPN proposal selection with the per-level work on `num_threads` OpenMP threads
 /// (`OmpTopKProposalSelector`); the same proposals, in the same order, as
 /// `TopKProposalSelector` for any thread count (tests/unit/test_omp_proposals.cpp). Needs
 /// rcnn::omp / -fopenmp.
@@ -28,20 +28,23 @@
 
 namespace rcnn {
 
-/// `TopKProposalSelector` with the ranking (keys and top-k, most of its time: 256 K logits
-/// for P2-P6 of an 800 x 1282 input) split over threads. Each level is cut into contiguous
-/// cell ranges ("segments") of about (all logits) / (2 * threads) logits; the segments' top-k
-/// run in parallel, and a level's top-k is the first k of its segments' winners merged by
-/// (key, index). The top-k under that total order is unique and contained in the union of
-/// the segments' top-k, so the result is the reference's exactly. Decoding is the
-/// reference's, on the calling thread. The NMS per level (`batched_nms` over the levels in
-/// the reference) runs one level per task, each with its own copy of the detector's NMS
-/// policy (made on the first call, then reused), then the union is ordered as batched_nms
-/// orders it (`detail::nms_sort_key`: score, then index). `num_threads` < 2: the
-/// reference. Cost: the reference's, the ranking and the NMS divided over the threads, plus
-/// a merge of at most (segments of a level) x k entries per level. No heap allocation once
-/// the level sizes, thread count and NMS type have been seen. Stateful: one instance per
-/// calling thread.
+/// `TopKProposalSelector` with its per-level work on threads, in two parallel loops:
+/// 1. the ranking (keys and top-k; 256 K logits for P2-P6 of an 800 x 1282 input): each
+///    level is cut into contiguous cell ranges ("segments") of about (all logits) /
+///    (2 * threads) logits, each segment's top-k computed on its own;
+/// 2. per level: the first k of its segments' winners merged by (key, index), decoded,
+///    clipped and filtered, and that level's NMS, with the level's own copy of the
+///    detector's NMS policy (made on the first call, then reused).
+/// Then, on the calling thread, the kept boxes of all levels ordered as `batched_nms`
+/// orders them (`detail::nms_sort_key`: score, then index in the levels' concatenated
+/// candidates) and cut at post_nms_topk. Why it is the reference exactly: the top-k under
+/// the total order (key, index) is unique and contained in the union of the segments'
+/// top-k; a level's candidates are the reference's in the same order, and batched_nms runs
+/// the NMS on each level's candidates in that order. `num_threads` < 2, or an NMS policy
+/// that cannot be copied: the reference. Cost: the reference's divided over the threads,
+/// plus a merge of at most (segments of a level) x k entries per level. No heap
+/// allocation once the level sizes, thread count and NMS type have been seen. Stateful:
+/// one instance per calling thread.
 struct OmpTopKProposalSelector : TopKProposalSelector {
   int num_threads = 1;
 
@@ -49,38 +52,13 @@ struct OmpTopKProposalSelector : TopKProposalSelector {
   void operator()(std::span<const RpnLevelInput> levels, Size image, const RpnConfig& cfg,
                   Nms& nms, ScoredBoxes& out) {
     const int threads = num_threads < 1 ? 1 : num_threads;
-    if (threads == 1) {
-      TopKProposalSelector::operator()(levels, image, cfg, nms, out);
-      return;
-    }
-    prepare(levels, cfg, nms, out);
-    const std::size_t k = std::size_t(cfg.pre_nms_topk);
-    plan_segments(levels, threads);
-    const std::ptrdiff_t S = std::ptrdiff_t(used_);
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (std::ptrdiff_t s = 0; s < S; ++s) rank_segment(levels, segments_[std::size_t(s)], k);
-    // Per level: its segments' winners (each sorted by (key, index)) merged, the first k.
-    std::size_t s = 0;
-    level_begin_.resize(levels.size() + 1);
-    for (std::size_t l = 0; l < levels.size(); ++l) {
-      level_begin_[l] = ws.candidates.size();
-      merged_.clear();
-      for (; s < used_ && segments_[s].level == l; ++s) {
-        const std::vector<std::uint64_t>& w = segments_[s].winners;
-        spare_.resize(merged_.size() + w.size());
-        std::merge(merged_.begin(), merged_.end(), w.begin(), w.end(), spare_.begin());
-        merged_.swap(spare_);
+    if constexpr (std::is_copy_constructible_v<Nms>) {
+      if (threads > 1) {
+        run(levels, image, cfg, nms, out, threads);
+        return;
       }
-      if (merged_.size() > k) merged_.resize(k);
-      order_.resize(merged_.size());
-      for (std::size_t i = 0; i < merged_.size(); ++i) order_[i] = int(std::uint32_t(merged_[i]));
-      append_candidates(l, levels[l], order_, image, cfg);
     }
-    level_begin_[levels.size()] = ws.candidates.size();
-    if constexpr (std::is_copy_constructible_v<Nms>)
-      nms_per_level(cfg, nms, threads, out);
-    else
-      finish(cfg, nms, out);  // a policy that cannot be copied: the levels' NMS in turn
+    TopKProposalSelector::operator()(levels, image, cfg, nms, out);
   }
 
  private:
@@ -90,6 +68,65 @@ struct OmpTopKProposalSelector : TopKProposalSelector {
     std::vector<int> order;
     std::vector<std::uint64_t> winners;  ///< (key << 32 | index in the level), sorted
   };
+
+  /// One level's work: its merged top-k, its candidates and what its NMS keeps.
+  struct Slot {
+    virtual ~Slot() = default;
+    std::vector<std::uint64_t> merged, spare;
+    std::vector<int> order;
+    ScoredBoxes candidates;
+    std::vector<int> keep;
+  };
+  /// A slot with the level's copy of the NMS policy.
+  template <class Nms>
+  struct NmsSlot final : Slot {
+    explicit NmsSlot(const Nms& prototype) : nms(prototype) {}
+    Nms nms;
+  };
+
+  template <class Nms>
+  void run(std::span<const RpnLevelInput> levels, Size image, const RpnConfig& cfg, Nms& nms,
+           ScoredBoxes& out, int threads) {
+    prepare(levels, cfg, nms, out);
+    const std::size_t k = std::size_t(cfg.pre_nms_topk);
+    const std::size_t L = levels.size();
+    plan_segments(levels, threads);
+    if (slots_.size() < L) slots_.resize(L);
+    for (std::size_t l = 0; l < L; ++l)
+      if (!slots_[l] || !dynamic_cast<NmsSlot<Nms>*>(slots_[l].get()))
+        slots_[l] = std::make_unique<NmsSlot<Nms>>(nms);
+    const std::ptrdiff_t S = std::ptrdiff_t(used_);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (std::ptrdiff_t s = 0; s < S; ++s) rank_segment(levels, segments_[std::size_t(s)], k);
+    const std::ptrdiff_t n = std::ptrdiff_t(L);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (std::ptrdiff_t l = 0; l < n; ++l)
+      level_nms(levels, std::size_t(l), static_cast<NmsSlot<Nms>&>(*slots_[std::size_t(l)]),
+                image, cfg, k);
+    // The union in batched_nms's order: (score, index in the concatenated candidates).
+    ws.nms.keys.clear();
+    std::size_t begin = 0;
+    for (std::size_t l = 0; l < L; ++l) {
+      const Slot& slot = *slots_[l];
+      for (const int j : slot.keep)
+        ws.nms.keys.push_back(detail::nms_sort_key(slot.candidates.scores[std::size_t(j)],
+                                                   int(begin + std::size_t(j))));
+      slot_begin_[l] = begin;
+      begin += slot.candidates.size();
+    }
+    std::sort(ws.nms.keys.begin(), ws.nms.keys.end());
+    const std::size_t kept = std::min(ws.nms.keys.size(), std::size_t(cfg.post_nms_topk));
+    out.boxes.resize(kept);
+    out.scores.resize(kept);
+    for (std::size_t i = 0; i < kept; ++i) {
+      const std::size_t g = std::size_t(std::uint32_t(ws.nms.keys[i]));
+      std::size_t l = 0;
+      while (l + 1 < L && slot_begin_[l + 1] <= g) ++l;
+      const Slot& slot = *slots_[l];
+      out.boxes[i] = slot.candidates.boxes[g - slot_begin_[l]];
+      out.scores[i] = slot.candidates.scores[g - slot_begin_[l]];
+    }
+  }
 
   /// segments_[0, used_): every level cut into ceil(logits / target) equal cell ranges, in
   /// level order (segments_ only grows, so their scratch is kept between calls).
@@ -113,6 +150,7 @@ struct OmpTopKProposalSelector : TopKProposalSelector {
         g.p1 = cells * (j + 1) / parts;
       }
     }
+    slot_begin_.resize(levels.size());
   }
 
   /// The segment's top-k as sorted (key << 32 | index in the level) entries.
@@ -128,69 +166,36 @@ struct OmpTopKProposalSelector : TopKProposalSelector {
     }
   }
 
-  /// One level's NMS: a copy of the detector's policy and its scratch.
-  struct NmsSlotBase {
-    virtual ~NmsSlotBase() = default;
-  };
+  /// Level l: its segments' winners merged, the first k decoded into the slot's candidates
+  /// (the reference's candidates of that level, in its order), then the slot's NMS on
+  /// them, as batched_nms runs it on the level's group (re-scored scores stay in the slot).
   template <class Nms>
-  struct NmsSlot final : NmsSlotBase {
-    explicit NmsSlot(const Nms& prototype) : nms(prototype) {}
-    Nms nms;
-    std::vector<Box> boxes;
-    std::vector<float> scores;
-    std::vector<int> keep;
-  };
-
-  /// `finish` with the levels' NMS in parallel: the candidates are in level order
-  /// (level_begin_), so each level's are one contiguous run, ascending index within it, as
-  /// batched_nms gathers a group's. Re-scored scores of kept boxes are written back.
-  template <class Nms>
-  void nms_per_level(const RpnConfig& cfg, Nms& nms, int threads, ScoredBoxes& out) {
-    const std::size_t L = level_begin_.size() - 1;
-    if (slots_.size() < L) slots_.resize(L);
-    for (std::size_t l = 0; l < L; ++l)
-      if (!slots_[l] || !dynamic_cast<NmsSlot<Nms>*>(slots_[l].get()))
-        slots_[l] = std::make_unique<NmsSlot<Nms>>(nms);
-    const std::ptrdiff_t n = std::ptrdiff_t(L);
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (std::ptrdiff_t l = 0; l < n; ++l) {
-      auto& slot = static_cast<NmsSlot<Nms>&>(*slots_[std::size_t(l)]);
-      const std::size_t b = level_begin_[std::size_t(l)], e = level_begin_[std::size_t(l) + 1];
-      slot.boxes.assign(ws.candidates.boxes.begin() + std::ptrdiff_t(b),
-                        ws.candidates.boxes.begin() + std::ptrdiff_t(e));
-      slot.scores.assign(ws.candidates.scores.begin() + std::ptrdiff_t(b),
-                         ws.candidates.scores.begin() + std::ptrdiff_t(e));
-      slot.keep.clear();
-      if (e > b)
-        slot.nms(std::span<const Box>(slot.boxes), std::span<float>(slot.scores),
-                 cfg.nms_threshold, slot.keep);
-      for (const int k : slot.keep)
-        ws.candidates.scores[b + std::size_t(k)] = slot.scores[std::size_t(k)];
+  void level_nms(std::span<const RpnLevelInput> levels, std::size_t l, NmsSlot<Nms>& slot,
+                 Size image, const RpnConfig& cfg, std::size_t k) const {
+    slot.merged.clear();
+    for (std::size_t s = 0; s < used_; ++s) {
+      if (segments_[s].level != l) continue;
+      const std::vector<std::uint64_t>& w = segments_[s].winners;
+      slot.spare.resize(slot.merged.size() + w.size());
+      std::merge(slot.merged.begin(), slot.merged.end(), w.begin(), w.end(), slot.spare.begin());
+      slot.merged.swap(slot.spare);
     }
-    // The union in batched_nms's order: by (score, index) keys.
-    ws.nms.keys.clear();
-    for (std::size_t l = 0; l < L; ++l)
-      for (const int k : static_cast<NmsSlot<Nms>&>(*slots_[l]).keep) {
-        const std::size_t i = level_begin_[l] + std::size_t(k);
-        ws.nms.keys.push_back(detail::nms_sort_key(ws.candidates.scores[i], int(i)));
-      }
-    std::sort(ws.nms.keys.begin(), ws.nms.keys.end());
-    const std::size_t k = std::min(ws.nms.keys.size(), std::size_t(cfg.post_nms_topk));
-    out.boxes.resize(k);
-    out.scores.resize(k);
-    for (std::size_t i = 0; i < k; ++i) {
-      const std::size_t src = std::size_t(std::uint32_t(ws.nms.keys[i]));
-      out.boxes[i] = ws.candidates.boxes[src];
-      out.scores[i] = ws.candidates.scores[src];
-    }
+    if (slot.merged.size() > k) slot.merged.resize(k);
+    slot.order.resize(slot.merged.size());
+    for (std::size_t i = 0; i < slot.merged.size(); ++i)
+      slot.order[i] = int(std::uint32_t(slot.merged[i]));
+    slot.candidates.clear();
+    decode_candidates(levels[l], slot.order, image, cfg, slot.candidates);
+    slot.keep.clear();
+    if (!slot.candidates.boxes.empty())
+      slot.nms(std::span<const Box>(slot.candidates.boxes),
+               std::span<float>(slot.candidates.scores), cfg.nms_threshold, slot.keep);
   }
 
   std::vector<Segment> segments_;
   std::size_t used_ = 0;
-  std::vector<std::size_t> level_begin_;
-  std::vector<std::unique_ptr<NmsSlotBase>> slots_;
-  std::vector<std::uint64_t> merged_, spare_;
-  std::vector<int> order_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<std::size_t> slot_begin_;
 };
 
 /// `Stages` with `OmpTopKProposalSelector` as its proposal selector:

@@ -119,6 +119,13 @@ struct TopKProposalSelector {
   /// first) into the candidates.
   void append_candidates(std::size_t l, const RpnLevelInput& in, std::span<const int> order,
                          Size image, const RpnConfig& cfg) {
+    decode_candidates(in, order, image, cfg, ws.candidates);
+    ws.candidate_levels.resize(ws.candidates.size(), int(l));
+  }
+
+  /// The decoding of `append_candidates`, appending to `out` (boxes and scores).
+  static void decode_candidates(const RpnLevelInput& in, std::span<const int> order, Size image,
+                                const RpnConfig& cfg, ScoredBoxes& out) {
     const BoxCoder coder{cfg.box_weights, cfg.scale_clamp};
     const bool use_sigmoid = cfg.nms_scores == RpnConfig::NmsScores::sigmoid;
     const std::size_t A = std::size_t(in.objectness.channels);
@@ -134,9 +141,8 @@ struct TopKProposalSelector {
       box = clip_box(box, image);
       if (!big_enough(box, cfg.min_box_size, cfg.min_box_size_inclusive)) continue;
       if (cfg.score_threshold && !(score >= *cfg.score_threshold)) continue;
-      ws.candidates.boxes.push_back(box);
-      ws.candidates.scores.push_back(score);
-      ws.candidate_levels.push_back(int(l));
+      out.boxes.push_back(box);
+      out.scores.push_back(score);
     }
   }
 

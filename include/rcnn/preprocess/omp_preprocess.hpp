@@ -24,7 +24,8 @@ namespace rcnn {
 
 namespace detail {
 
-/// Runs `body(b)` for the blocks on `threads` threads (one block each).
+/// Runs `body(b)` for the blocks on `threads` threads, handed out one at a time (a thread
+/// that starts late, or is preempted, leaves its blocks to the others).
 struct OmpBlocks {
   int threads = 1;
   template <class Body>
@@ -33,12 +34,17 @@ struct OmpBlocks {
       for (int b = 0; b < blocks; ++b) body(b);
       return;
     }
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int b = 0; b < blocks; ++b) body(b);
   }
 };
 
-/// A fused policy run on `num_threads` threads (values < 1 mean 1), one block per thread.
+/// Blocks of output rows per thread: enough that the threads even out (each block costs a
+/// few rows of recomputed input at its edges).
+inline constexpr int kOmpBlocksPerThread = 4;
+
+/// A fused policy run on `num_threads` threads (values < 1 mean 1): 1 block per call on one
+/// thread, else `kOmpBlocksPerThread` blocks per thread.
 template <class Fused>
 struct OmpPreprocess : Fused {
   int num_threads = 1;
@@ -47,7 +53,8 @@ struct OmpPreprocess : Fused {
                               std::vector<float>& chw_out,
                               std::optional<Size> pad_to = std::nullopt) {
     const int t = num_threads < 1 ? 1 : num_threads;
-    return this->run(img, cfg, chw_out, pad_to, t, OmpBlocks{t});
+    return this->run(img, cfg, chw_out, pad_to, t == 1 ? 1 : t * kOmpBlocksPerThread,
+                     OmpBlocks{t});
   }
 };
 

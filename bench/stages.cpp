@@ -26,6 +26,7 @@
 
 #include <rcnn/anchors/grid_anchor_generator.hpp>
 #include <rcnn/box/softmax_box_inference.hpp>
+#include <rcnn/concepts.hpp>
 #include <rcnn/mask/detectron2_paste.hpp>
 #include <rcnn/mask/omp_paste.hpp>
 #include <rcnn/mask/torchvision_paste.hpp>
@@ -179,9 +180,13 @@ BENCHMARK_TEMPLATE(BM_BatchedNms, true)->Name("BatchedNms.classes")->Apply(nms_s
 
 // ---- Proposal selection over P2..P6 at 800 x 800 (Detectron2 RPN settings) -----------------
 
+// Selector: TopKProposalSelector, or OmpTopKProposalSelector with the ranking and the
+// per-level NMS on state.range(0) OpenMP threads (same proposals).
+template <class Selector>
 void BM_Proposals(benchmark::State& state) {
   static const ProposalWorkload w;
-  rcnn::TopKProposalSelector select;
+  Selector select;
+  if constexpr (rcnn::ThreadedStage<Selector>) select.num_threads = int(state.range(0));
   rcnn::BitmaskNms nms;
   rcnn::ScoredBoxes out;
   for (auto _ : state) {
@@ -190,22 +195,10 @@ void BM_Proposals(benchmark::State& state) {
   }
   state.counters["proposals"] = double(out.size());
 }
-BENCHMARK(BM_Proposals)->Name("Proposals/800x800/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
-
-// The same with the ranking and the per-level NMS on OpenMP threads (same proposals).
-void BM_OmpProposals(benchmark::State& state) {
-  static const ProposalWorkload w;
-  rcnn::OmpTopKProposalSelector select;
-  select.num_threads = int(state.range(0));
-  rcnn::BitmaskNms nms;
-  rcnn::ScoredBoxes out;
-  for (auto _ : state) {
-    select(w.inputs, w.image, w.rpn, nms, out);
-    benchmark::DoNotOptimize(out.boxes.data());
-  }
-  state.counters["proposals"] = double(out.size());
-}
-BENCHMARK(BM_OmpProposals)->Name("OmpProposals/800x800")->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Proposals, rcnn::TopKProposalSelector)
+    ->Name("Proposals/800x800/1")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Proposals, rcnn::OmpTopKProposalSelector)
+    ->Name("OmpProposals/800x800")->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // ---- Anchors of P2..P6 at 800 x 800 (computed once per input size in a Detector) ----------
 

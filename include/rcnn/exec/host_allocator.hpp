@@ -34,6 +34,7 @@
 #include <c10/core/CPUAllocator.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -87,6 +88,7 @@ class CachingHostAllocator final : public c10::Allocator {
   HostAllocatorStats stats() const {
     std::lock_guard<std::mutex> lock(mutex_);
     HostAllocatorStats s = stats_;
+    s.small = small_.load(std::memory_order_relaxed);
     s.cached_bytes = cached_bytes_;
     return s;
   }
@@ -114,8 +116,7 @@ class CachingHostAllocator final : public c10::Allocator {
     void* block = nullptr;
     if (posix_memalign(&block, kHeader, n + kHeader) != 0) throw_oom(n);
     *static_cast<Header*>(block) = {0, nullptr};
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++stats_.small;
+    small_.fetch_add(1, std::memory_order_relaxed);  // no lock on the small-tensor path
     return data_of(block);
   }
 
@@ -179,7 +180,8 @@ class CachingHostAllocator final : public c10::Allocator {
   mutable std::mutex mutex_;
   mutable std::multimap<std::size_t, void*> free_;
   mutable std::size_t cached_bytes_ = 0;
-  mutable HostAllocatorStats stats_{};
+  mutable HostAllocatorStats stats_{};   // all but `small`, under mutex_
+  mutable std::atomic<std::size_t> small_{0};
 };
 
 namespace detail {

@@ -8,8 +8,10 @@
 ///   two input rows it reads are normalised (the 256-entry table of the reference) into a
 ///   row slot, interpolated horizontally once per slot and blended vertically straight into
 ///   the padded CHW plane; the row's right padding is zeroed in the same pass. No normalised
-///   copy of the image is written. The same `torch_hrow_fma` / `torch_vrow_fma` kernels as
-///   the reference, on the same float values, so the same roundings.
+///   copy of the image is written. The reference's operations on the same float values, so
+///   the same roundings: `torch_vrow_fma`, and for the horizontal pass `torch_hrow` (per
+///   lane `torch_hrow_fma`'s fma, its taps gathered by AVX-512 / AVX2 lane permutes where
+///   the CPU has them).
 /// * `FusedDetectron2Preprocess` (= `Detectron2Preprocess`): Pillow's two passes, the
 ///   horizontal one with every output's taps widened to the axis' fixed kernel size (a tap
 ///   outside a sample's window has weight 0, which adds exactly 0 in Pillow's int32
@@ -101,6 +103,7 @@ struct SerialPreprocess {
 struct FusedTorchvisionPreprocess : detail::SerialPreprocess<FusedTorchvisionPreprocess> {
   TorchvisionPreprocess reference;  ///< the fallback, and `memory_format`'s holder
   std::vector<detail::LinearTap> rows, cols;
+  detail::TorchHrowPlan hrow_plan;  ///< `cols` for the vector horizontal pass
   Size taps_in{-1, -1}, taps_out{-1, -1};
   std::vector<std::vector<float>> scratch;  ///< per block: 2 normalised + 2 filtered rows
 
@@ -121,6 +124,7 @@ struct FusedTorchvisionPreprocess : detail::SerialPreprocess<FusedTorchvisionPre
     if (!(taps_in == in && taps_out == out)) {
       detail::torch_linear_taps(in.height, out.height, rows);
       detail::torch_linear_taps(in.width, out.width, cols);
+      hrow_plan.build(cols, in.width, detail::torch_hrow_lanes());
       taps_in = in;
       taps_out = out;
     }
@@ -153,12 +157,7 @@ struct FusedTorchvisionPreprocess : detail::SerialPreprocess<FusedTorchvisionPre
           const std::uint8_t* p = src + std::size_t(i) * step;
           float* n = norm[k];
           for (std::size_t x = 0; x < IW; ++x) n[x] = table[p[x * px]];
-#ifdef RCNN_TORCH_RESIZE_FMA_DISPATCH
-          if (native)
-            detail::torch_hrow_fma_native(n, cols.data(), out.width, slot[k]);
-          else
-#endif
-            detail::torch_hrow_fma(n, cols.data(), out.width, slot[k]);
+          detail::torch_hrow(n, hrow_plan, cols, slot[k]);
           held[k] = i;
           return slot[k];
         };

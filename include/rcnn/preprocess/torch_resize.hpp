@@ -38,6 +38,10 @@
 #include <string>
 #include <vector>
 
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "rcnn/error.hpp"
 #include "rcnn/types.hpp"
 
@@ -149,6 +153,140 @@ inline bool cpu_has_fma() {
   return has;
 }
 #endif
+
+/// The horizontal pass regrouped for vector permutes (`torch_hrow`): outputs in blocks of
+/// `lanes`; a block whose taps all lie in `[base, base + lanes)` of the input row (with
+/// `base + lanes <= in_width`, so one vector load stays inside the row) gets `base`, and
+/// per output the tap offsets `i0 - base`, `i1 - base` and the two weights (SoA, for
+/// vector loads). Other blocks (downscaling, the row's end) have `base = -1` and run the
+/// scalar kernel. `lanes` is 16 (AVX-512F + FMA), 8 (AVX2 + FMA) or 0 (no vector kernel:
+/// every block scalar), chosen from CPUID by `torch_hrow_lanes`.
+struct TorchHrowPlan {
+  int lanes = 0;
+  int width = 0;  ///< outputs
+  std::vector<int> base;
+  std::vector<std::int32_t> rel0, rel1;
+  std::vector<float> l0, l1;
+
+  /// The plan of `cols` (the taps of `width` outputs over an `in_width` row) for `lanes`.
+  void build(const std::vector<LinearTap>& cols, int in_width, int lanes_) {
+    lanes = lanes_;
+    width = int(cols.size());
+    base.clear();
+    rel0.clear();
+    rel1.clear();
+    l0.clear();
+    l1.clear();
+    if (lanes <= 0) return;
+    const std::size_t blocks = (cols.size() + std::size_t(lanes) - 1) / std::size_t(lanes);
+    base.assign(blocks, -1);
+    const std::size_t n = blocks * std::size_t(lanes);
+    rel0.assign(n, 0);
+    rel1.assign(n, 0);
+    l0.assign(n, 0.f);
+    l1.assign(n, 0.f);
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const std::size_t x0 = b * std::size_t(lanes);
+      if (x0 + std::size_t(lanes) > cols.size()) break;  // a partial block: scalar
+      int lo = cols[x0].i0, hi = cols[x0].i1;
+      for (std::size_t x = x0; x < x0 + std::size_t(lanes); ++x) {
+        lo = std::min({lo, cols[x].i0, cols[x].i1});
+        hi = std::max({hi, cols[x].i0, cols[x].i1});
+      }
+      if (hi - lo >= lanes || lo + lanes > in_width) continue;
+      base[b] = lo;
+      for (std::size_t x = x0; x < x0 + std::size_t(lanes); ++x) {
+        rel0[x] = cols[x].i0 - lo;
+        rel1[x] = cols[x].i1 - lo;
+        l0[x] = cols[x].lambda0;
+        l1[x] = cols[x].lambda1;
+      }
+    }
+  }
+};
+
+/// The widest vector kernel of `torch_hrow` this CPU runs: 16, 8 or 0 (see TorchHrowPlan).
+inline int torch_hrow_lanes() {
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+  static const int lanes = [] {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("fma")) return 0;
+    if (__builtin_cpu_supports("avx512f")) return 16;
+    if (__builtin_cpu_supports("avx2")) return 8;
+    return 0;
+  }();
+  return lanes;
+#else
+  return 0;
+#endif
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+/// `torch_hrow_fma` on a plan's vector blocks: per block one load of `lanes` input floats
+/// at `base`, two lane permutes (the taps), then per lane the kernel's own operations,
+/// `fma(r[i0], l0, r[i1] * l1)`, on the same values: the same result bits. Scalar
+/// `fma` for the other blocks.
+__attribute__((target("avx512f,fma"))) inline void torch_hrow_avx512(const float* r,
+                                                                    const TorchHrowPlan& p,
+                                                                    const LinearTap* cols,
+                                                                    float* t) {
+  for (std::size_t b = 0; b < p.base.size(); ++b) {
+    const std::size_t x0 = b * 16;
+    if (p.base[b] >= 0) {
+      // (maskz with a full mask: the unmasked intrinsic trips GCC 12's -Wmaybe-uninitialized)
+      const __m512 v = _mm512_loadu_ps(r + p.base[b]);
+      const __m512i i0 = _mm512_loadu_si512(p.rel0.data() + x0);
+      const __m512i i1 = _mm512_loadu_si512(p.rel1.data() + x0);
+      const __m512 a = _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), i0, v);
+      const __m512 c = _mm512_maskz_permutexvar_ps(__mmask16(0xFFFF), i1, v);
+      const __m512 m = _mm512_mul_ps(c, _mm512_loadu_ps(p.l1.data() + x0));
+      _mm512_storeu_ps(t + x0, _mm512_fmadd_ps(a, _mm512_loadu_ps(p.l0.data() + x0), m));
+      continue;
+    }
+    const std::size_t x1 = std::min(x0 + 16, std::size_t(p.width));
+    for (std::size_t x = x0; x < x1; ++x)
+      t[x] = __builtin_fmaf(r[cols[x].i0], cols[x].lambda0, r[cols[x].i1] * cols[x].lambda1);
+  }
+}
+__attribute__((target("avx2,fma"))) inline void torch_hrow_avx2(const float* r,
+                                                               const TorchHrowPlan& p,
+                                                               const LinearTap* cols, float* t) {
+  for (std::size_t b = 0; b < p.base.size(); ++b) {
+    const std::size_t x0 = b * 8;
+    if (p.base[b] >= 0) {
+      const __m256 v = _mm256_loadu_ps(r + p.base[b]);
+      const __m256 a = _mm256_permutevar8x32_ps(
+          v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.rel0.data() + x0)));
+      const __m256 c = _mm256_permutevar8x32_ps(
+          v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.rel1.data() + x0)));
+      const __m256 m = _mm256_mul_ps(c, _mm256_loadu_ps(p.l1.data() + x0));
+      _mm256_storeu_ps(t + x0, _mm256_fmadd_ps(a, _mm256_loadu_ps(p.l0.data() + x0), m));
+      continue;
+    }
+    const std::size_t x1 = std::min(x0 + 8, std::size_t(p.width));
+    for (std::size_t x = x0; x < x1; ++x)
+      t[x] = __builtin_fmaf(r[cols[x].i0], cols[x].lambda0, r[cols[x].i1] * cols[x].lambda1);
+  }
+}
+#endif
+
+/// The horizontal pass `t[x] = fma(r[i0], l0, r[i1] * l1)` of one input row over
+/// `cols.size()` outputs, bit-identical to `torch_hrow_fma`: with `plan`'s vector kernel
+/// when it has one (`plan` built from `cols`), else the FMA-instruction build where the
+/// CPU has it, else `torch_hrow_fma`.
+inline void torch_hrow(const float* r, const TorchHrowPlan& plan,
+                       const std::vector<LinearTap>& cols, float* t) {
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+  if (plan.lanes == 16 && plan.width == int(cols.size()))
+    return torch_hrow_avx512(r, plan, cols.data(), t);
+  if (plan.lanes == 8 && plan.width == int(cols.size()))
+    return torch_hrow_avx2(r, plan, cols.data(), t);
+#endif
+#ifdef RCNN_TORCH_RESIZE_FMA_DISPATCH
+  if (cpu_has_fma()) return torch_hrow_fma_native(r, cols.data(), int(cols.size()), t);
+#endif
+  torch_hrow_fma(r, cols.data(), int(cols.size()), t);
+}
 
 }  // namespace detail
 

@@ -120,10 +120,13 @@ TEST_CASE_TEMPLATE("batched_nms matches torchvision's per-group batched_nms", Nm
   }
 }
 
-TEST_CASE("BitmaskNms equals GreedyNms on random inputs") {
+TEST_CASE("BitmaskNms equals GreedyNms on random inputs (every instruction set)") {
   std::mt19937 rng(12345);
   rcnn::GreedyNms greedy;
-  rcnn::BitmaskNms bitmask;
+  std::vector<rcnn::BitmaskNms> bitmasks;
+  for (rcnn::SimdIsa isa : {rcnn::SimdIsa::baseline, rcnn::SimdIsa::avx2, rcnn::SimdIsa::avx512})
+    if (rcnn::simd_isa_supported(isa)) bitmasks.push_back(rcnn::BitmaskNms{{}, isa});
+  MESSAGE("BitmaskNms kernels tested here: ", bitmasks.size());
   std::vector<int> k1, k2;
   const double thresholds[] = {0.0,  0.3, 0.5, 0.7, 1.0, -1.0, 0.5000000000000001,
                                std::numeric_limits<double>::quiet_NaN(),
@@ -145,8 +148,28 @@ TEST_CASE("BitmaskNms equals GreedyNms on random inputs") {
       CAPTURE(n);
       CAPTURE(thr);
       greedy(boxes, scores, thr, k1);
-      bitmask(boxes, scores, thr, k2);
-      CHECK(k1 == k2);
+      for (rcnn::BitmaskNms& bitmask : bitmasks) {
+        const std::string isa = rcnn::simd_isa_name(bitmask.isa);
+        CAPTURE(isa);
+        bitmask(boxes, scores, thr, k2);
+        CHECK(k1 == k2);
+      }
+    }
+  }
+}
+
+TEST_CASE("BitmaskNms: a forced instruction set the CPU lacks is an rcnn::Error") {
+  std::vector<rcnn::Box> boxes{{0, 0, 10, 10}, {1, 1, 10, 10}};
+  std::vector<float> scores{0.9f, 0.8f};
+  std::vector<int> keep;
+  for (rcnn::SimdIsa isa : {rcnn::SimdIsa::avx2, rcnn::SimdIsa::avx512}) {
+    rcnn::BitmaskNms nms{{}, isa};
+    if (rcnn::simd_isa_supported(isa)) {
+      nms(boxes, scores, 0.5, keep);
+      CHECK(keep == std::vector<int>{0});
+    } else {
+      CHECK_THROWS_WITH_AS(nms(boxes, scores, 0.5, keep),
+                           doctest::Contains("BitmaskNms: instruction set"), rcnn::Error);
     }
   }
 }

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "../detail/simd_isa.hpp"
 #include "../error.hpp"
 #include "../types.hpp"
 #include "roi_align_plan.hpp"
@@ -58,47 +59,6 @@
 #endif
 
 namespace rcnn {
-
-/// Instruction set of SimdRoIAlign's kernel. `automatic`: the widest one the CPU supports.
-/// `baseline`: 128-bit vectors of the compilation target (SSE2 on any x86-64). `avx2`:
-/// 256-bit. `avx512`: 512-bit (AVX-512F).
-enum class SimdIsa : std::uint8_t { automatic, baseline, avx2, avx512 };
-
-inline const char* simd_isa_name(SimdIsa isa) {
-  switch (isa) {
-    case SimdIsa::baseline: return "baseline";
-    case SimdIsa::avx2: return "avx2";
-    case SimdIsa::avx512: return "avx512";
-    default: return "automatic";
-  }
-}
-
-/// Whether this CPU (and OS) can run `isa` (`automatic` and `baseline`: always).
-inline bool simd_isa_supported(SimdIsa isa) {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool avx2 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  static const bool avx512 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  if (isa == SimdIsa::avx2) return avx2;
-  if (isa == SimdIsa::avx512) return avx512;
-  return true;
-#else
-  return isa == SimdIsa::automatic || isa == SimdIsa::baseline;
-#endif
-}
-
-/// `isa`, with `automatic` resolved to the widest supported one.
-inline SimdIsa resolve_simd_isa(SimdIsa isa) {
-  if (isa != SimdIsa::automatic) return isa;
-  if (simd_isa_supported(SimdIsa::avx512)) return SimdIsa::avx512;
-  if (simd_isa_supported(SimdIsa::avx2)) return SimdIsa::avx2;
-  return SimdIsa::baseline;
-}
 
 namespace detail {
 
@@ -332,13 +292,7 @@ struct SimdRoIAlign {
   static constexpr std::size_t kMaxAxisSamples = 2048;
 
   /// The instruction set calls run with (`isa` resolved); rcnn::Error when the CPU lacks it.
-  SimdIsa kernel_isa() const {
-    if (!simd_isa_supported(isa))
-      detail::fail(std::string("SimdRoIAlign: instruction set ") + simd_isa_name(isa) +
-                   " is not supported by this CPU (widest supported: " +
-                   simd_isa_name(resolve_simd_isa(SimdIsa::automatic)) + ")");
-    return resolve_simd_isa(isa);
-  }
+  SimdIsa kernel_isa() const { return checked_simd_isa(isa, "SimdRoIAlign"); }
 
   /// Sizes the workspace for calls with up to `rois` RoIs, resolution up to `pooled` (and
   /// the current thread count).

@@ -232,6 +232,12 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the pipelines this many times, alternating (eager, partitioned, rcnn, "
+                             "eager, ...), so that a slow spell of a shared machine hits all of them; "
+                             "the tables pool every round's images, and the glue speed-up is also "
+                             "given per round")
+    parser.add_argument("--no-eager", action="store_true", help="skip the eager pipeline (the slowest to run)")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE")
     parser.add_argument("--worker", choices=["eager", "partitioned"], help=argparse.SUPPRESS)
@@ -248,27 +254,38 @@ def main(argv: List[str]) -> int:
     info = machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} cores; BLAS: {info['blas']}")
     print(f"load average before: {info['load']}")
-    print(f"bundle: {args.bundle}; image: {args.image}; median of {args.repeat} images after {args.warmup} warm-up\n")
-    results: Dict[str, Dict[int, Dict[str, Any]]] = {"eager": {}, "partitioned": {}, "rcnn": {}}
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    print(f"bundle: {args.bundle}; image: {args.image}; median of {args.repeat} images after {args.warmup} "
+          f"warm-up{f', pooled over {args.rounds} rounds' if args.rounds > 1 else ''}\n")
+    kinds = ("partitioned", "rcnn") if args.no_eager else ("eager", "partitioned", "rcnn")
+    rounds: Dict[str, Dict[int, List[Dict[str, Any]]]] = {k: {} for k in kinds}
     raw: Dict[str, Any] = {}
-    for threads in [int(t) for t in args.threads.split(",") if t]:
-        for kind in ("eager", "partitioned"):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--bundle", args.bundle,
-                   "--seed", str(args.seed), "--image", args.image, "--threads", str(threads),
-                   "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
-            data = run_child(cmd)
-            results[kind][threads] = data
-            print(f"{kind} x{threads}: {summarize(data)}", file=sys.stderr, flush=True)
-        data = run_rcnn(args, threads)
-        results["rcnn"][threads] = data
-        print(f"rcnn x{threads}: {summarize(data)}", file=sys.stderr, flush=True)
+    for r in range(args.rounds):
+        for threads in [int(t) for t in args.threads.split(",") if t]:
+            for kind in kinds:
+                if kind == "rcnn":
+                    data = run_rcnn(args, threads)
+                else:
+                    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--bundle", args.bundle,
+                           "--seed", str(args.seed), "--image", args.image, "--threads", str(threads),
+                           "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
+                    data = run_child(cmd)
+                rounds[kind].setdefault(threads, []).append(data)
+                tag = f" (round {r + 1})" if args.rounds > 1 else ""
+                print(f"{kind} x{threads}{tag}: {summarize(data)}", file=sys.stderr, flush=True)
+    # Each pipeline's rounds pooled: every round's measured images, the last round's detections.
+    results: Dict[str, Dict[int, Dict[str, Any]]] = {
+        k: {t: {"runs": [x for d in ds for x in d["runs"]], "detections": ds[-1]["detections"],
+                "peak_rss_mib": max(d["peak_rss_mib"] for d in ds)} for t, ds in v.items()}
+        for k, v in rounds.items()}
 
     header = ["pipeline", "threads", "total ms", "network ms", "glue ms", "peak RSS MiB",
               "rcnn speed-up (total)", "rcnn speed-up (glue)", "memory / rcnn's"]
     rows = []
     for threads in sorted(results["rcnn"]):
         ours = summarize(results["rcnn"][threads])
-        for kind in ("eager", "partitioned", "rcnn"):
+        for kind in kinds:
             s = summarize(results[kind][threads])
             rows.append([kind if kind != "rcnn" else "rcnn-detect", str(threads), f"{s['total']:.0f}",
                          f"{s['network']:.0f}", f"{s['glue']:.1f}", f"{s['rss']:.0f}",
@@ -289,7 +306,15 @@ def main(argv: List[str]) -> int:
     t = sorted(results["rcnn"])[0]
     print("\ndetections (first thread count):")
     print(f"  rcnn vs partitioned: {agreement(results['rcnn'][t]['detections'], results['partitioned'][t]['detections'])}")
-    print(f"  rcnn vs eager:       {agreement(results['rcnn'][t]['detections'], results['eager'][t]['detections'])}")
+    if "eager" in results:
+        print(f"  rcnn vs eager:       {agreement(results['rcnn'][t]['detections'], results['eager'][t]['detections'])}")
+    if args.rounds > 1:
+        for threads in sorted(results["rcnn"]):
+            ratios = [summarize(p)["glue"] / summarize(o)["glue"]
+                      for p, o in zip(rounds["partitioned"][threads], rounds["rcnn"][threads])]
+            print(f"glue speed-up vs partitioned x{threads} per round: "
+                  + ", ".join(f"{x:.1f}x" for x in ratios) + f" (median {statistics.median(ratios):.1f}x)")
+            raw[f"glue_speedup_per_round/{threads}"] = ratios
     for threads in sorted(results["partitioned"]):
         s = summarize(results["partitioned"][threads])
         if "glue_cpu" in s:
@@ -299,7 +324,8 @@ def main(argv: List[str]) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "summary": raw,
-                       "runs": {k: {str(t): v["runs"] for t, v in d.items()} for k, d in results.items()}}, f, indent=1)
+                       "runs": {k: {str(t): [d["runs"] for d in ds] for t, ds in v.items()}
+                                for k, v in rounds.items()}}, f, indent=1)
     return 0
 
 

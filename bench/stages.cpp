@@ -129,6 +129,55 @@ RCNN_BENCH_SIMD("SimdRoIAlign.avx2/1000", avx2, true, false, Arg(1));
 RCNN_BENCH_SIMD("SimdRoIAlign.baseline/1000", baseline, true, false, Arg(1));
 #undef RCNN_BENCH_SIMD
 
+// The machine's measured arithmetic peak for RoIAlign's instruction mix (no FMA: a vector
+// multiply and a dependent vector add): `Chains` independent chains a = a * m + b per
+// vector register, so the ports, not the latencies, bound it. Counter GFLOP/s (2 per lane
+// and chain step); "PeakMulAdd/<isa>/2" runs one copy per thread. The nominal clock in
+// /proc/cpuinfo understates a turbo clock: this is the figure docs/performance.md's
+// fractions of peak use.
+template <class V, int Chains>
+[[gnu::always_inline]] inline float peak_mul_add(long steps, float m, float b) {
+  V a[Chains];
+  for (int i = 0; i < Chains; ++i) a[i] = V{} + float(i + 1);
+  const V vm = V{} + m, vb = V{} + b;
+  for (long s = 0; s < steps; ++s)
+    for (int i = 0; i < Chains; ++i) a[i] = a[i] * vm + vb;
+  float sum = 0.f;
+  for (int i = 0; i < Chains; ++i) sum += a[i][0];
+  return sum;
+}
+typedef float PeakF32x8 __attribute__((vector_size(32)));
+typedef float PeakF32x16 __attribute__((vector_size(64)));
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) float peak_avx512(long steps, float m, float b) {
+  return peak_mul_add<PeakF32x16, 16>(steps, m, b);
+}
+__attribute__((target("avx2"), optimize("fp-contract=off"))) float peak_avx2(long steps, float m, float b) {
+  return peak_mul_add<PeakF32x8, 12>(steps, m, b);
+}
+void BM_PeakMulAdd(benchmark::State& state, rcnn::SimdIsa isa) {
+  if (!rcnn::simd_isa_supported(isa)) {
+    state.SkipWithError("instruction set not supported by this CPU");
+    return;
+  }
+  const bool wide = isa == rcnn::SimdIsa::avx512;
+  const int threads = int(state.range(0));
+  constexpr long kSteps = 1 << 20;
+  const double flops = 2.0 * kSteps * (wide ? 16 * 16 : 12 * 8) * threads;
+  float sink = 0.f;
+  for (auto _ : state) {
+#pragma omp parallel for num_threads(threads) reduction(+ : sink)
+    for (int t = 0; t < threads; ++t)
+      sink += wide ? peak_avx512(kSteps, 0.9999999f, 1e-7f) : peak_avx2(kSteps, 0.9999999f, 1e-7f);
+  }
+  benchmark::DoNotOptimize(sink);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK_CAPTURE(BM_PeakMulAdd, avx512, rcnn::SimdIsa::avx512)
+    ->Name("PeakMulAdd/avx512")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_PeakMulAdd, avx2, rcnn::SimdIsa::avx2)
+    ->Name("PeakMulAdd/avx2")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // Level assignment of the same 1000 RoIs (part of the pooling stage in the frameworks).
 void BM_AssignLevels(benchmark::State& state) {
   const RoIAlignWorkload& w = roi_workload();

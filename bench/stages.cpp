@@ -148,10 +148,12 @@ template <class V, int Chains>
 }
 typedef float PeakF32x8 __attribute__((vector_size(32)));
 typedef float PeakF32x16 __attribute__((vector_size(64)));
-__attribute__((target("avx512f"), optimize("fp-contract=off"))) float peak_avx512(long steps, float m, float b) {
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) float peak_avx512(long steps,
+                                                                                  float m, float b) {
   return peak_mul_add<PeakF32x16, 16>(steps, m, b);
 }
-__attribute__((target("avx2"), optimize("fp-contract=off"))) float peak_avx2(long steps, float m, float b) {
+__attribute__((target("avx2"), optimize("fp-contract=off"))) float peak_avx2(long steps, float m,
+                                                                              float b) {
   return peak_mul_add<PeakF32x8, 12>(steps, m, b);
 }
 void BM_PeakMulAdd(benchmark::State& state, rcnn::SimdIsa isa) {

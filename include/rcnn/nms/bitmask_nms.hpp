@@ -62,9 +62,10 @@ using NmsRowKernel = void (*)(const NmsRow& row, const NmsColumns& c, std::uint6
 /// Bit l set when box (ix1, iy1, ix2, iy2) suppresses box l of a block of 64: the kernel's
 /// IoU in float32, in its order, compared with `thr` (see float_threshold_below). SSE2
 /// where available, else scalar.
-inline std::uint64_t nms_block_mask_baseline(float ix1, float iy1, float ix2, float iy2, float iarea,
-                                const float* x1, const float* y1, const float* x2,
-                                const float* y2, const float* area, float thr) {
+inline std::uint64_t nms_block_mask_baseline(float ix1, float iy1, float ix2, float iy2,
+                                             float iarea, const float* x1, const float* y1,
+                                             const float* x2, const float* y2,
+                                             const float* area, float thr) {
 #if defined(__SSE2__)
   // maxps(a, b) is `(a > b) ? a : b` and minps(a, b) `(a < b) ? a : b` (the second operand
   // when either is NaN): exactly the kernel's std::max(i, j) = (i < j) ? j : i and
@@ -81,7 +82,8 @@ inline std::uint64_t nms_block_mask_baseline(float ix1, float iy1, float ix2, fl
     const __m128 w = _mm_max_ps(_mm_sub_ps(xx2, xx1), zero);
     const __m128 h = _mm_max_ps(_mm_sub_ps(yy2, yy1), zero);
     const __m128 inter = _mm_mul_ps(w, h);
-    const __m128 ovr = _mm_div_ps(inter, _mm_sub_ps(_mm_add_ps(va, _mm_loadu_ps(area + l)), inter));
+    const __m128 ovr =
+        _mm_div_ps(inter, _mm_sub_ps(_mm_add_ps(va, _mm_loadu_ps(area + l)), inter));
     mask |= std::uint64_t(_mm_movemask_ps(_mm_cmpgt_ps(ovr, vt))) << l;
   }
   return mask;

@@ -222,6 +222,14 @@ inline int torch_hrow_lanes() {
 }
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+/// Outputs [x0, x1) of `torch_hrow_fma`, one at a time: the vector kernels' blocks that do
+/// not fit a vector (inlined there, so `__builtin_fmaf` is their FMA instruction).
+[[gnu::always_inline]] inline void torch_hrow_span(const float* r, const LinearTap* cols,
+                                                   std::size_t x0, std::size_t x1, float* t) {
+  for (std::size_t x = x0; x < x1; ++x)
+    t[x] = __builtin_fmaf(r[cols[x].i0], cols[x].lambda0, r[cols[x].i1] * cols[x].lambda1);
+}
+
 /// `torch_hrow_fma` on a plan's vector blocks: per block one load of `lanes` input floats
 /// at `base`, two lane permutes (the taps), then per lane the kernel's own operations,
 /// `fma(r[i0], l0, r[i1] * l1)`, on the same values: the same result bits. Scalar
@@ -243,9 +251,7 @@ __attribute__((target("avx512f,fma"))) inline void torch_hrow_avx512(const float
       _mm512_storeu_ps(t + x0, _mm512_fmadd_ps(a, _mm512_loadu_ps(p.l0.data() + x0), m));
       continue;
     }
-    const std::size_t x1 = std::min(x0 + 16, std::size_t(p.width));
-    for (std::size_t x = x0; x < x1; ++x)
-      t[x] = __builtin_fmaf(r[cols[x].i0], cols[x].lambda0, r[cols[x].i1] * cols[x].lambda1);
+    torch_hrow_span(r, cols, x0, std::min(x0 + 16, std::size_t(p.width)), t);
   }
 }
 __attribute__((target("avx2,fma"))) inline void torch_hrow_avx2(const float* r,
@@ -263,9 +269,7 @@ __attribute__((target("avx2,fma"))) inline void torch_hrow_avx2(const float* r,
       _mm256_storeu_ps(t + x0, _mm256_fmadd_ps(a, _mm256_loadu_ps(p.l0.data() + x0), m));
       continue;
     }
-    const std::size_t x1 = std::min(x0 + 8, std::size_t(p.width));
-    for (std::size_t x = x0; x < x1; ++x)
-      t[x] = __builtin_fmaf(r[cols[x].i0], cols[x].lambda0, r[cols[x].i1] * cols[x].lambda1);
+    torch_hrow_span(r, cols, x0, std::min(x0 + 8, std::size_t(p.width)), t);
   }
 }
 #endif
